@@ -1,0 +1,41 @@
+# The two commands of the README:
+#   make reproduce   every figure and table at smoke scale (CPU, offline)
+#   make test        the whole test suite
+# Both create .venv if it is missing and install the pinned dependencies first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+SCALE ?= smoke
+NOTEBOOKS ?=
+PYTEST_ARGS ?=
+STAMP := $(VENV)/.ppml-installed
+
+.PHONY: install reproduce dry-run test benchmark strip clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@# papermill and nbval start the kernel named python3: make it this venv's interpreter
+	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (ppml)" >/dev/null
+	@touch $(STAMP)
+
+reproduce: install
+	HF_HUB_OFFLINE=$${HF_HUB_OFFLINE:-1} $(PY) -m ppml.reproduce --scale $(SCALE) $(NOTEBOOKS)
+
+dry-run: install
+	$(PY) -m ppml.reproduce --dry-run --scale $(SCALE) $(NOTEBOOKS)
+
+test: install
+	HF_HUB_OFFLINE=1 PPML_QUIET=1 $(PY) -m pytest $(PYTEST_ARGS)
+
+benchmark: install
+	$(PY) benchmarks/ciphers.py
+
+strip: install
+	$(VENV)/bin/nbstripout notebooks/*.ipynb
+
+clean:
+	rm -rf build .pytest_cache

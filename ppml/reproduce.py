@@ -1,0 +1,386 @@
+"""Run every paper notebook headless: ``python -m ppml.reproduce [--scale smoke|paper] [NB …]``.
+
+Each notebook is executed by papermill in its own kernel process, with working directory
+``notebooks/`` and the parameters of ``notebooks/params/<scale>.yaml`` injected (the smoke
+file is empty by design: smoke scale *is* the notebooks' defaults). Executed notebooks go to
+``build/<scale>/``; a failed one keeps papermill's error notebook there. Each notebook writes
+``figures/<stem>/…`` and ``results.json``; the runner then writes ``figures/index.md`` (paper
+artifact → file → scale) and exits non-zero if any requested notebook failed or is missing.
+
+``--dry-run`` prepares every notebook (parameters injected, nothing executed) and checks
+that every data set and weight file the scale needs is present, listing what is missing and
+how to get it.
+
+A parameter file maps a notebook stem to the parameters it overrides; the reserved key
+``requires`` lists extra needs as ``dataset:NAME`` or ``weights:NAME``. Data sets named by a
+notebook's ``dataset``/``datasets`` parameter (default or override) are required
+automatically::
+
+    03_isotropic_etc:
+      dataset: cifar10
+      epochs: 300
+      requires: [weights:lpips-alex]
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from ppml.report import SCALES, figures_root, repo_root
+from ppml.utils import atomic_write_text
+
+__all__ = ["NOTEBOOKS", "ARTIFACTS", "Requirement", "register_weights", "declared_parameters",
+           "load_params", "requirements_for", "check_requirement", "run", "write_index", "main"]
+
+#: The paper notebooks, in reading order: stem → (paper file in shared/papers, citation).
+NOTEBOOKS: dict[str, tuple[str, str]] = {
+    "01_scramblemix": ("000", "Madono, Tanaka, Onishi — ScrambleMix (slides)"),
+    "02_block_scramble_augmentation": ("001", "Chuman, Kiya — Block scrambling with data augmentation"),
+    "03_isotropic_etc": ("002", "MaungMaung, Kiya — Privacy-preserving classification with isotropic networks"),
+    "04_transformation_network": ("003", "Ito, Kinoshita, Kiya — Image transformation network"),
+    "05_key_generation": ("004", "Madono, Tanaka, Onishi, Ogawa — Scrambling parameter generation"),
+}
+#: The paper artifacts (figure and table names) each notebook must write.
+ARTIFACTS: dict[str, tuple[str, ...]] = {
+    "01_scramblemix": ("table_t1", "table_tta", "fig_security", "fig_posterior"),
+    "02_block_scramble_augmentation": ("fig2", "fig3a", "fig3b"),
+    "03_isotropic_etc": ("fig2", "table2", "table3", "table4", "fig5", "fig6", "fig7", "fig8", "eq4"),
+    "04_transformation_network": ("table1", "fig3", "fig4", "fig5"),
+    "05_key_generation": ("fig3", "table1", "fig4", "fig5", "table2", "table3"),
+}
+RESERVED_KEYS = {"requires"}
+
+
+class RunnerError(ValueError):
+    """A problem with the runner's input (notebook names, parameter files)."""
+
+
+# --------------------------------------------------------------------------- requirements
+@dataclasses.dataclass(frozen=True)
+class Requirement:
+    """Something a notebook needs at a scale: ``kind`` is ``dataset`` or ``weights``."""
+
+    kind: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.name}"
+
+    @classmethod
+    def parse(cls, text: str) -> "Requirement":
+        kind, sep, name = str(text).partition(":")
+        if not sep or kind not in ("dataset", "weights") or not name:
+            raise RunnerError(f"requirement {text!r} must look like 'dataset:NAME' or 'weights:NAME'")
+        return cls(kind, name)
+
+
+#: weights name → (is it present? , how to get it). Modules that load weights register here.
+_WEIGHTS: dict[str, tuple[Callable[[], bool], str]] = {}
+
+
+def register_weights(name: str, available: Callable[[], bool], how_to_get: str) -> None:
+    """Make ``weights:NAME`` checkable by ``--dry-run`` (called by the modules that load them)."""
+    _WEIGHTS[name] = (available, how_to_get)
+
+
+def check_requirement(req: Requirement) -> tuple[bool, str]:
+    """Return (present, how to get it) for one requirement."""
+    if req.kind == "dataset":
+        from ppml import data
+
+        try:
+            return bool(data.dataset_available(req.name)), data.dataset_requirements(req.name)
+        except ValueError as e:  # unknown data set name
+            return False, str(e)
+    entry = _WEIGHTS.get(req.name)
+    if entry is None:
+        _load_weight_registrations()
+        entry = _WEIGHTS.get(req.name)
+    if entry is None:
+        return False, f"no module registers weights {req.name!r}; known: {sorted(_WEIGHTS) or 'none'}"
+    available, how = entry
+    return bool(available()), how
+
+
+def _load_weight_registrations() -> None:
+    """Import the modules that register weight files (they may not exist yet)."""
+    for mod in ("ppml.metrics",):
+        try:
+            __import__(mod)
+        except ImportError:
+            pass
+
+
+# --------------------------------------------------------------------------- notebooks and parameters
+def declared_parameters(path: Path) -> dict[str, Any]:
+    """The parameters a notebook declares (name → default value) from its ``parameters`` cell."""
+    import papermill
+
+    info = papermill.inspect_notebook(str(path))
+    if not info:
+        raise RunnerError(f"{path.name} has no cell tagged 'parameters': tag its first code cell "
+                          "'parameters' (papermill needs it to inject the scale's values)")
+    out = {}
+    for name, meta in info.items():
+        try:
+            out[name] = ast.literal_eval(meta["default"])
+        except (ValueError, SyntaxError):
+            out[name] = meta["default"]  # an expression: keep its source text
+    return out
+
+
+def load_params(scale: str, params_dir: Path) -> dict[str, dict[str, Any]]:
+    """Read ``<params_dir>/<scale>.yaml``: a mapping of notebook stem → parameter mapping."""
+    import yaml
+
+    path = params_dir / f"{scale}.yaml"
+    if not path.exists():
+        raise RunnerError(f"parameter file {path} is missing (expected one per scale: {SCALES})")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise RunnerError(f"{path} is not valid YAML: {e}") from None
+    if not isinstance(data, dict) or not all(isinstance(v, (dict, type(None))) for v in data.values()):
+        raise RunnerError(f"{path} must map each notebook stem to a mapping of parameters")
+    return {str(k): dict(v or {}) for k, v in data.items()}
+
+
+def check_parameters(stem: str, declared: Mapping[str, Any], given: Mapping[str, Any]) -> None:
+    """Reject parameters the notebook does not declare (a typo would silently do nothing)."""
+    unknown = sorted(set(given) - set(declared))
+    if unknown:
+        raise RunnerError(f"{stem} does not declare parameter(s) {', '.join(unknown)}; "
+                          f"it declares: {', '.join(sorted(declared))}")
+    if "scale" not in declared:
+        raise RunnerError(f"{stem} must declare a 'scale' parameter in its parameters cell "
+                          "(the runner injects it, and the notebook prints it beside every number)")
+
+
+def requirements_for(params: Mapping[str, Any], requires: Iterable[str] = ()) -> list[Requirement]:
+    """Data sets named by ``dataset``/``datasets`` parameters plus the explicit ``requires``.
+
+    >>> [str(r) for r in requirements_for({"dataset": "cifar10", "epochs": 3}, ["weights:lpips-alex"])]
+    ['dataset:cifar10', 'weights:lpips-alex']
+    """
+    reqs: list[Requirement] = []
+    for key, value in params.items():
+        if key == "dataset" or key.endswith("_dataset"):
+            values = [value]
+        elif key == "datasets" or key.endswith("_datasets"):
+            values = list(value) if isinstance(value, (list, tuple)) else [value]
+        else:
+            continue
+        reqs += [Requirement("dataset", str(v)) for v in values if v]
+    reqs += [Requirement.parse(r) for r in requires]
+    return list(dict.fromkeys(reqs))
+
+
+def resolve(names: Sequence[str], notebooks_dir: Path) -> list[str]:
+    """Notebook stems from names, numbers ("03") or paths; all notebooks when ``names`` is empty."""
+    found = sorted(p.stem for p in notebooks_dir.glob("*.ipynb"))
+    known = list(NOTEBOOKS) + [s for s in found if s not in NOTEBOOKS]
+    if not names:
+        return known
+    out = []
+    for name in names:
+        stem = Path(name).stem if name.endswith(".ipynb") else name
+        matches = [s for s in known if s == stem or s.split("_", 1)[0] == stem]
+        if len(matches) != 1:
+            raise RunnerError(f"unknown notebook {name!r}; choose from: {', '.join(known)}")
+        out.append(matches[0])
+    return out
+
+
+# --------------------------------------------------------------------------- running
+@dataclasses.dataclass
+class Outcome:
+    stem: str
+    status: str  # ok | failed | missing | prepared | blocked
+    seconds: float = 0.0
+    output: Path | None = None
+    message: str = ""
+
+
+def _kernel_env(scale: str, figures: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    # The kernel spec's argv is "python": make it this interpreter's, whatever PATH says.
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    env.update(PPML_SCALE=scale, PPML_FIGURES=str(figures), MPLBACKEND="Agg")
+    env.setdefault("PPML_QUIET", "1")
+    return env
+
+
+def _execute(src: Path, dst: Path, params: dict, cwd: Path, env: dict, prepare_only: bool) -> None:
+    import papermill
+
+    old = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(env)  # the kernel inherits the runner's environment
+    try:
+        papermill.execute_notebook(str(src), str(dst), parameters=params, kernel_name="python3",
+                                   cwd=str(cwd), progress_bar=False, prepare_only=prepare_only,
+                                   request_save_on_cell_execute=True)
+    finally:
+        os.environ.clear()
+        os.environ.update(old)
+
+
+def run(stems: Sequence[str], *, scale: str = "smoke", dry_run: bool = False,
+        notebooks_dir: Path | None = None, build_dir: Path | None = None,
+        figures_dir: Path | None = None, log: Callable[[str], None] = print) -> list[Outcome]:
+    """Execute (or, with ``dry_run``, prepare and check) the notebooks; one line per notebook."""
+    if scale not in SCALES:
+        raise RunnerError(f"scale must be one of {SCALES}, got {scale!r}")
+    root = repo_root()
+    notebooks_dir = Path(notebooks_dir or root / "notebooks").resolve()
+    build = Path(build_dir or root / "build").resolve() / scale
+    figures = Path(figures_dir or figures_root()).resolve()
+    params_all = load_params(scale, notebooks_dir / "params")
+    stray = sorted(set(params_all) - set(NOTEBOOKS) - {p.stem for p in notebooks_dir.glob("*.ipynb")})
+    if stray:
+        raise RunnerError(f"{notebooks_dir / 'params' / (scale + '.yaml')} names unknown notebook(s) "
+                          f"{', '.join(stray)}")
+    env = _kernel_env(scale, figures)
+    outcomes = []
+    for i, stem in enumerate(stems, 1):
+        head = f"[{i}/{len(stems)}] {stem:<32}"
+        src = notebooks_dir / f"{stem}.ipynb"
+        if not src.exists():
+            paper = NOTEBOOKS.get(stem, ("?", ""))
+            msg = f"not written yet (paper {paper[0]}: {paper[1]})"
+            outcomes.append(Outcome(stem, "missing", message=msg))
+            log(f"{head} MISSING  {msg}")
+            continue
+        given = dict(params_all.get(stem, {}))
+        requires = given.pop("requires", [])
+        dst = build / f"{stem}.ipynb"
+        build.mkdir(parents=True, exist_ok=True)
+        dst.unlink(missing_ok=True)  # never mistake an old run's notebook for this one's
+        t0 = time.time()
+        try:
+            declared = declared_parameters(src)
+            check_parameters(stem, declared, given)
+            inject = {**given, "scale": scale}
+            if dry_run:
+                _execute(src, dst, inject, notebooks_dir, env, prepare_only=True)
+                missing = []
+                for req in requirements_for({**declared, **inject}, requires):
+                    ok, how = check_requirement(req)
+                    if not ok:
+                        missing.append(f"{req}: {how}")
+                status = "blocked" if missing else "prepared"
+                out = Outcome(stem, status, time.time() - t0, dst, "\n".join(missing))
+                log(f"{head} {'NEEDS' if missing else 'ready'}  → {_rel(dst)}")
+                for m in missing:
+                    log(f"      missing {m}")
+            else:
+                _execute(src, dst, inject, notebooks_dir, env, prepare_only=False)
+                out = Outcome(stem, "ok", time.time() - t0, dst)
+                log(f"{head} ok     {out.seconds:8.1f} s  → {_rel(dst)}")
+        except RunnerError as e:
+            out = Outcome(stem, "failed", time.time() - t0, None, str(e))
+            log(f"{head} FAILED  {e}")
+        except Exception as e:  # papermill's execution error: the error notebook is kept at dst
+            reason = f"{getattr(e, 'ename', type(e).__name__)}: {getattr(e, 'evalue', e)}"
+            out = Outcome(stem, "failed", time.time() - t0, dst if dst.exists() else None, reason)
+            kept = f"; error notebook kept at {_rel(dst)}" if dst.exists() else ""
+            log(f"{head} FAILED {out.seconds:8.1f} s  {reason}{kept}")
+        outcomes.append(out)
+    if not dry_run:
+        write_index(figures, stems)
+    return outcomes
+
+
+def _rel(p: Path) -> str:
+    try:
+        return str(p.relative_to(Path.cwd()))
+    except ValueError:
+        return str(p)
+
+
+def write_index(figures: Path, stems: Sequence[str] | None = None) -> Path:
+    """Write ``figures/index.md``: every paper artifact → its files → the scale they ran at."""
+    stems = list(stems or []) + [s for s in NOTEBOOKS if s not in (stems or [])]
+    lines = ["# Figures and tables", "",
+             "Regenerated by `python -m ppml.reproduce`. The scale column says whether a number "
+             "comes from the small offline `smoke` run or from the papers' own settings (`paper`).",
+             "", "| notebook | paper | artifact | title | files | scale | generated |",
+             "|---|---|---|---|---|---|---|"]
+    extra = sorted(p.name for p in figures.iterdir() if p.is_dir() and p.name not in stems) \
+        if figures.exists() else []
+    for stem in stems + extra:
+        paper = NOTEBOOKS.get(stem, ("–", ""))[0]
+        res = figures / stem / "results.json"
+        if not res.exists():
+            lines.append(f"| {stem} | {paper} | – | not generated yet | – | – | – |")
+            continue
+        try:
+            r = json.loads(res.read_text())
+        except json.JSONDecodeError:
+            lines.append(f"| {stem} | {paper} | – | results.json unreadable | – | – | – |")
+            continue
+        arts = r.get("artifacts", {})
+        for art, meta in sorted(arts.items()):
+            files = ", ".join(f"[{f}]({stem}/{f})" for f in meta.get("files", []))
+            lines.append(f"| {stem} | {paper} | {art} | {meta.get('title', '')} | {files} | "
+                         f"{r.get('scale', '?')} | {r.get('finished', '?')} |")
+        for art in ARTIFACTS.get(stem, ()):
+            if art not in arts:
+                lines.append(f"| {stem} | {paper} | {art} | NOT WRITTEN by the last run | – | "
+                             f"{r.get('scale', '?')} | – |")
+    path = figures / "index.md"
+    atomic_write_text(path, "\n".join(lines) + "\n")
+    return path
+
+
+# --------------------------------------------------------------------------- CLI
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m ppml.reproduce", description=__doc__.split("\n\n")[0])
+    p.add_argument("notebooks", nargs="*", metavar="NOTEBOOK",
+                   help="stems, numbers (03) or paths; default: all five")
+    p.add_argument("--scale", choices=SCALES, default="smoke",
+                   help="smoke (default: CPU, offline, minutes) or paper (the papers' data and epochs; GPU)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="prepare each notebook without executing it; list missing data sets and weights")
+    p.add_argument("--list", action="store_true", help="list the notebooks and exit")
+    p.add_argument("--notebooks-dir", type=Path, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--build-dir", type=Path, default=None, help="where executed notebooks go (build/)")
+    p.add_argument("--figures-dir", type=Path, default=None, help="where figures go (figures/)")
+    a = p.parse_args(argv)
+    notebooks_dir = (a.notebooks_dir or repo_root() / "notebooks").resolve()
+    try:
+        stems = resolve(a.notebooks, notebooks_dir)
+        if a.list:
+            for s in stems:
+                state = "present" if (notebooks_dir / f"{s}.ipynb").exists() else "not written yet"
+                print(f"{s:<34} paper {NOTEBOOKS.get(s, ('–',))[0]:>3}  {state}")
+            return 0
+        print(f"ppml.reproduce: {len(stems)} notebook(s) at scale '{a.scale}'"
+              f"{' (dry run)' if a.dry_run else ''}", flush=True)
+        t0 = time.time()
+        outcomes = run(stems, scale=a.scale, dry_run=a.dry_run, notebooks_dir=notebooks_dir,
+                       build_dir=a.build_dir, figures_dir=a.figures_dir,
+                       log=lambda s: print(s, flush=True))
+    except RunnerError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    bad = [o for o in outcomes if o.status not in ("ok", "prepared")]
+    summary = ", ".join(f"{sum(o.status == s for o in outcomes)} {s}"
+                        for s in ("ok", "prepared", "blocked", "failed", "missing")
+                        if any(o.status == s for o in outcomes))
+    print(f"done in {time.time() - t0:.1f} s: {summary}", flush=True)
+    if not a.dry_run:
+        print(f"index: {_rel(Path(a.figures_dir or figures_root()).resolve() / 'index.md')}")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""Small shared helpers: atomic file writes and a progress bar that is quiet under tests.
+
+Every result, figure, key and checkpoint the package writes goes through
+:func:`atomic_write` so that a crash or a kill never leaves a truncated file behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import IO, Any, Iterable, Iterator
+
+__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text", "atomic_write_json",
+           "quiet", "progress"]
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
+    """Open a temporary file beside ``path``; on success fsync it and rename it over ``path``.
+
+    On any exception the temporary file is removed and ``path`` is left untouched.
+
+    >>> import tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "x.txt"
+    >>> with atomic_write(p, "w") as f:
+    ...     _ = f.write("hello")
+    >>> p.read_text()
+    'hello'
+    """
+    if mode not in ("w", "wb"):
+        raise ValueError(f"atomic_write supports mode 'w' or 'wb', got {mode!r}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode, **({"encoding": "utf-8"} if mode == "w" else {})) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically."""
+    with atomic_write(path, "wb") as f:
+        f.write(data)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    with atomic_write(path, "w") as f:
+        f.write(text)
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any, **kw: Any) -> None:
+    """Write ``obj`` as indented JSON to ``path`` atomically."""
+    kw.setdefault("indent", 2)
+    atomic_write_text(path, json.dumps(obj, **kw) + "\n")
+
+
+def quiet() -> bool:
+    """True when progress bars should be hidden: under pytest, or ``PPML_QUIET=1``."""
+    return bool(os.environ.get("PYTEST_CURRENT_TEST")) or os.environ.get("PPML_QUIET", "") not in ("", "0")
+
+
+def progress(iterable: Iterable | None = None, **kw: Any):
+    """``tqdm`` that is disabled under tests (see :func:`quiet`); same arguments as tqdm."""
+    from tqdm.auto import tqdm
+
+    kw.setdefault("disable", quiet())
+    kw.setdefault("dynamic_ncols", True)
+    return tqdm(iterable, **kw)

@@ -1,0 +1,77 @@
+"""The paper notebooks: committed clean, structured for papermill, and their results.
+
+``make test`` runs every notebook with nbval (``--nbval-lax``, the notebooks' smoke defaults);
+their own ``assert`` cells check key numbers. The tests here check what nbval cannot: no
+committed outputs, a ``parameters`` cell with ``scale``, and a complete ``results.json`` with
+every paper artifact. If nbval did not run a notebook in this session (e.g. ``pytest tests``),
+the results fixture executes it with the runner first.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from ppml import reproduce
+from ppml.report import repo_root
+
+NB_DIR = repo_root() / "notebooks"
+PRESENT = sorted(p.stem for p in NB_DIR.glob("*.ipynb"))
+
+
+def test_every_present_notebook_is_a_registered_paper_notebook():
+    assert set(PRESENT) <= set(reproduce.NOTEBOOKS), "register new notebooks in ppml.reproduce.NOTEBOOKS"
+
+
+def test_params_files_name_only_paper_notebooks():
+    for scale in ("smoke", "paper"):
+        params = reproduce.load_params(scale, NB_DIR / "params")
+        assert set(params) <= set(reproduce.NOTEBOOKS), scale
+
+
+@pytest.mark.parametrize("stem", PRESENT)
+def test_committed_without_outputs(stem):
+    nb = nbformat.read(NB_DIR / f"{stem}.ipynb", as_version=4)
+    dirty = [i for i, c in enumerate(nb.cells) if c.cell_type == "code"
+             and (c.get("outputs") or c.get("execution_count") is not None)]
+    assert not dirty, f"{stem}: cells {dirty} carry outputs; run `make strip` (nbstripout) before committing"
+
+
+@pytest.mark.parametrize("stem", PRESENT)
+def test_parameters_cell_declares_smoke_scale(stem):
+    declared = reproduce.declared_parameters(NB_DIR / f"{stem}.ipynb")
+    assert declared.get("scale") == "smoke", "the defaults must be the smoke scale"
+    for scale in ("smoke", "paper"):
+        given = dict(reproduce.load_params(scale, NB_DIR / "params").get(stem, {}))
+        given.pop("requires", None)
+        reproduce.check_parameters(stem, declared, given)
+
+
+@pytest.fixture(scope="session")
+def figures_dir() -> Path:
+    return Path(os.environ["PPML_FIGURES"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stem", PRESENT)
+def test_results_json_complete(stem, figures_dir, tmp_path_factory):
+    res_path = figures_dir / stem / "results.json"
+    if not res_path.exists():  # nbval did not run it in this session
+        out = reproduce.run([stem], scale="smoke", build_dir=tmp_path_factory.mktemp("build"),
+                            figures_dir=figures_dir, log=lambda s: None)
+        assert out[0].status == "ok", out[0].message
+    res = json.loads(res_path.read_text())
+    assert res["scale"] == "smoke" and res["notebook"] == stem
+    assert res["environment"]["torch"] and res["seconds"] > 0
+    assert res["results"], "results.json must hold the notebook's key numbers"
+    missing = set(reproduce.ARTIFACTS[stem]) - set(res["artifacts"])
+    assert not missing, f"{stem} did not write artifacts {sorted(missing)}"
+    for art, meta in res["artifacts"].items():
+        exts = {Path(f).suffix for f in meta["files"]}
+        assert exts == ({".png", ".pdf"} if meta["kind"] == "figure" else {".csv", ".md"}), art
+        for f in meta["files"]:
+            assert (figures_dir / stem / f).stat().st_size > 0, f

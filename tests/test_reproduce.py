@@ -1,0 +1,145 @@
+"""The papermill runner: parameters, failures, missing notebooks, dry run, index."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from ppml import reproduce
+from ppml.report import Report
+
+pytestmark = pytest.mark.slow  # each case starts a Jupyter kernel (a few seconds)
+
+
+def _notebook(path: Path, params: str, *body: str) -> Path:
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell(params)
+    cell.metadata["tags"] = ["parameters"]
+    nb.cells = [nbformat.v4.new_markdown_cell("# toy"), cell] + [nbformat.v4.new_code_cell(b) for b in body]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+    return path
+
+
+TOY_BODY = (
+    "from ppml.report import Report\n"
+    "import matplotlib.pyplot as plt\n"
+    "rep = Report('90_toy', scale=scale, params={'epochs': epochs})\n"
+    "fig, ax = plt.subplots(); ax.plot([0, 1], [0, epochs])\n"
+    "rep.figure(fig, 'fig1', 'A line')\n"
+    "rep.table([{'epochs': epochs}], 'table1', 'Epochs')\n"
+    "rep.record(epochs=epochs); rep.save()\n"
+    "assert epochs >= 1",
+)
+
+
+@pytest.fixture
+def tree(tmp_path, monkeypatch):
+    nbdir = tmp_path / "notebooks"
+    (nbdir / "params").mkdir(parents=True)
+    (nbdir / "params" / "smoke.yaml").write_text("{}\n")
+    (nbdir / "params" / "paper.yaml").write_text("90_toy:\n  epochs: 3\n")
+    _notebook(nbdir / "90_toy.ipynb", "scale = 'smoke'\nepochs = 1\ndataset = 'fashion-mnist-smoke'", *TOY_BODY)
+    monkeypatch.setenv("PPML_FIGURES", str(tmp_path / "figures"))
+    monkeypatch.setenv("PPML_DATA", str(tmp_path / "data"))
+    return tmp_path
+
+
+def _main(tree: Path, *args: str) -> int:
+    return reproduce.main(["--notebooks-dir", str(tree / "notebooks"), "--build-dir", str(tree / "build"),
+                           "--figures-dir", str(tree / "figures"), *args])
+
+
+def test_runs_notebook_writes_results_and_index(tree, capsys):
+    assert _main(tree, "90_toy") == 0
+    out = capsys.readouterr().out
+    assert "90_toy" in out and " ok " in out and " s " in out  # one progress line with wall time
+    assert (tree / "build" / "smoke" / "90_toy.ipynb").exists()
+    res = json.loads((tree / "figures" / "90_toy" / "results.json").read_text())
+    assert res["scale"] == "smoke" and res["results"] == {"epochs": 1}
+    assert {"torch", "python", "ppml"} <= set(res["environment"])
+    for f in ("fig1.png", "fig1.pdf", "table1.csv", "table1.md"):
+        assert (tree / "figures" / "90_toy" / f).stat().st_size > 0
+    assert (tree / "figures" / "90_toy" / "fig1.png").read_bytes()[:4] == b"\x89PNG"
+    index = (tree / "figures" / "index.md").read_text()
+    assert "| 90_toy | – | fig1 | A line | [fig1.png](90_toy/fig1.png), [fig1.pdf](90_toy/fig1.pdf) | smoke |" in index
+    # the five paper notebooks that do not exist in this tree are listed as not generated
+    assert "| 03_isotropic_etc | 002 | – | not generated yet |" in index
+
+
+def test_paper_scale_injects_parameters(tree):
+    assert _main(tree, "--scale", "paper", "90_toy") == 0
+    res = json.loads((tree / "figures" / "90_toy" / "results.json").read_text())
+    assert res["scale"] == "paper" and res["results"]["epochs"] == 3
+    nb = nbformat.read(tree / "build" / "paper" / "90_toy.ipynb", as_version=4)
+    injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert injected and "epochs = 3" in injected[0].source and 'scale = "paper"' in injected[0].source
+
+
+def test_rejects_undeclared_parameter(tree, capsys):
+    (tree / "notebooks" / "params" / "smoke.yaml").write_text("90_toy:\n  epohcs: 2\n")
+    assert _main(tree, "90_toy") == 1
+    out = capsys.readouterr().out
+    assert "does not declare parameter(s) epohcs" in out and "it declares: dataset, epochs, scale" in out
+
+
+def test_requires_scale_parameter(tree, capsys):
+    _notebook(tree / "notebooks" / "91_noscale.ipynb", "epochs = 1", "pass")
+    assert _main(tree, "91_noscale") == 1
+    assert "must declare a 'scale' parameter" in capsys.readouterr().out
+
+
+def test_failure_keeps_error_notebook_and_exits_nonzero(tree, capsys):
+    _notebook(tree / "notebooks" / "92_fail.ipynb", "scale = 'smoke'", "raise RuntimeError('boom')")
+    assert _main(tree, "92_fail", "90_toy") == 1
+    out = capsys.readouterr().out
+    assert "RuntimeError: boom" in out and "error notebook kept" in out
+    kept = nbformat.read(tree / "build" / "smoke" / "92_fail.ipynb", as_version=4)
+    assert any(o.get("ename") == "RuntimeError" for c in kept.cells if c.cell_type == "code"
+               for o in c.get("outputs", []))
+    assert (tree / "figures" / "90_toy" / "results.json").exists()  # the others still ran
+
+
+def test_missing_paper_notebook_fails_loudly(tree, capsys):
+    assert _main(tree, "03") == 1
+    out = capsys.readouterr().out
+    assert "03_isotropic_etc" in out and "MISSING" in out and "missing" in out.splitlines()[-2]
+
+
+def test_unknown_notebook_name(tree, capsys):
+    assert _main(tree, "99_nothing") == 2
+    assert "unknown notebook '99_nothing'" in capsys.readouterr().err
+
+
+def test_dry_run_lists_missing_data(tree, capsys):
+    (tree / "notebooks" / "params" / "paper.yaml").write_text(
+        "90_toy:\n  dataset: cifar10\n  requires: ['weights:no-such-weights']\n")
+    assert _main(tree, "--dry-run", "--scale", "paper", "90_toy") == 1
+    out = capsys.readouterr().out
+    assert "missing dataset:cifar10" in out and "missing weights:no-such-weights" in out
+    assert (tree / "build" / "paper" / "90_toy.ipynb").exists()  # prepared, not executed
+    assert not (tree / "figures" / "90_toy").exists()
+
+
+def test_dry_run_ready_with_embedded_data(tree, capsys):
+    assert _main(tree, "--dry-run", "90_toy") == 0
+    assert "ready" in capsys.readouterr().out
+
+
+def test_bad_parameter_file(tree, capsys):
+    (tree / "notebooks" / "params" / "smoke.yaml").write_text("- just\n- a list\n")
+    assert _main(tree, "90_toy") == 2
+    assert "must map each notebook stem" in capsys.readouterr().err
+
+
+def test_report_rejects_bad_scale_and_ids(tmp_path):
+    with pytest.raises(ValueError, match="scale must be one of"):
+        Report("x", scale="medium")
+    rep = Report("x", scale="smoke", out_dir=tmp_path)
+    with pytest.raises(ValueError, match="artifact id"):
+        rep.table([{"a": 1}], "../evil", "t")
+    with pytest.raises(TypeError, match="JSON-serialisable"):
+        rep.record(x=object())
