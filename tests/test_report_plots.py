@@ -1,0 +1,70 @@
+"""ppml.report tables/figures and ppml.plots helpers."""
+
+from __future__ import annotations
+
+import json
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+import torch
+
+from ppml.plots import image_grid, to_numpy_image
+from ppml.report import Report, Table
+
+
+def test_table_markdown_and_csv_carry_scale(tmp_path):
+    rep = Report("00_t", scale="smoke", data_note="Fashion-MNIST sample", out_dir=tmp_path)
+    t = rep.table([{"method": "plain", "acc": 0.8712345, "paper": 96.5}], "table2", "Accuracy")
+    md = (tmp_path / "table2.md").read_text()
+    assert "(scale: smoke; Fashion-MNIST sample)" in md and "| plain | 0.8712 | 96.5 | smoke |" in md
+    assert (tmp_path / "table2.csv").read_text().splitlines() == ["method,acc,paper,scale", "plain,0.8712345,96.5,smoke"]
+    assert t._repr_markdown_() == md.rstrip("\n")
+
+
+def test_figure_is_png_and_pdf_and_reproducible(tmp_path):
+    rep = Report("00_t", scale="paper", out_dir=tmp_path)
+    fig, ax = plt.subplots()
+    ax.plot([1, 2, 3])
+    rep.figure(fig, "fig1", "line")
+    first = (tmp_path / "fig1.pdf").read_bytes()
+    rep.figure(fig, "fig1", "line")
+    assert (tmp_path / "fig1.pdf").read_bytes() == first  # no timestamp in the PDF
+    assert first[:5] == b"%PDF-" and (tmp_path / "fig1.png").read_bytes()[:4] == b"\x89PNG"
+    rep.save()
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert res["artifacts"]["fig1"] == {"kind": "figure", "title": "line", "files": ["fig1.png", "fig1.pdf"]}
+    assert res["scale"] == "paper"
+    assert not list(tmp_path.glob(".*.tmp"))  # atomic writes leave no temporaries
+    plt.close(fig)
+
+
+def test_table_rejects_non_rows(tmp_path):
+    with pytest.raises(TypeError, match="list of dicts"):
+        Report("00_t", scale="smoke", out_dir=tmp_path).table([1, 2], "t", "x")
+
+
+def test_to_numpy_image_layouts():
+    x = torch.arange(2 * 3 * 4, dtype=torch.uint8).reshape(3, 2, 4)
+    a = to_numpy_image(x)
+    assert a.shape == (2, 4, 3) and a[1, 2, 0] == x[0, 1, 2]
+    assert to_numpy_image(torch.ones(1, 5, 5)).shape == (5, 5)
+    assert to_numpy_image(np.full((3, 2, 2), 2.0)).max() == 1.0  # floats are clipped to [0, 1]
+    with pytest.raises(ValueError, match="C = 1 or 3"):
+        to_numpy_image(torch.zeros(4, 2, 2))
+
+
+def test_image_grid_checks_titles():
+    with pytest.raises(ValueError, match="2 titles for 3 images"):
+        image_grid(torch.zeros(3, 3, 4, 4), titles=["a", "b"])
+    fig = image_grid(torch.zeros(3, 3, 4, 4), ncols=2)
+    assert len(fig.axes) == 3
+    plt.close(fig)
+
+
+def test_table_class_formats_missing_values():
+    t = Table([{"a": None, "b": float("nan")}, {"a": 1}])
+    assert t.to_markdown().splitlines()[-2:] == ["| – | – |", "| 1 | – |"]
