@@ -1,0 +1,58 @@
+"""Invertible, batched block ciphers for privacy-preserving image classification.
+
+Each cipher is a ``torch.nn.Module`` built from a key of :mod:`ppml.keys` (keyword-only:
+``EtC(key=..., block_size=...)``); ``forward(x)`` encrypts a batch ``(N, C, H, W)`` and
+``inverse(y)`` decrypts it exactly. uint8 in → uint8 out, bit-exact; float in [0, 1] in →
+the uint8 result / 255 out (see :mod:`ppml.ciphers.blocks`). With its key fixed, each
+cipher is one precomputed gather plus an XOR mask, held as buffers (so ``state_dict()``
+contains the key's tables — treat it as a secret) that move with ``.to(device)``.
+
+* :class:`EtC` (:class:`~ppml.keys.EtCKey`): block shuffle, rotate/flip, negate, channel shuffle;
+* :class:`BlockScramble` (:class:`~ppml.keys.BlockScrambleKey`): block shuffle only;
+* :class:`PE` (:class:`~ppml.keys.PEKey`): per-pixel negate and channel shuffle;
+* :class:`LE` (:class:`~ppml.keys.LEKey`): one nibble permutation + inversion for every block;
+* :class:`ELE` (:class:`~ppml.keys.ELEKey`): per-block LE keys, then a block shuffle.
+
+>>> import torch
+>>> from ppml.keys import EtCKey
+>>> cipher = cipher_for(EtCKey.generate(image_size=32, block_size=8, seed=0))
+>>> type(cipher).__name__, cipher.block_size, cipher.image_size
+('EtC', 8, (32, 32))
+>>> x = torch.rand(4, 3, 32, 32)
+>>> torch.allclose(cipher.inverse(cipher(x)), x, atol=0.5 / 255)  # float input is quantised to 8 bits
+True
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ppml.ciphers.block_scramble import BlockScramble
+from ppml.ciphers.blocks import ByteCipher, Cipher, NibbleCipher
+from ppml.ciphers.ele import ELE
+from ppml.ciphers.etc import EtC
+from ppml.ciphers.le import LE
+from ppml.ciphers.pe import PE
+from ppml.keys import BlockScrambleKey, EtCKey, ELEKey, Key, LEKey, PEKey
+
+__all__ = ["Cipher", "ByteCipher", "NibbleCipher", "EtC", "BlockScramble", "PE", "LE", "ELE",
+           "cipher_for", "CIPHERS"]
+
+#: key class → cipher class
+CIPHERS: dict[type[Key], type[Cipher]] = {
+    EtCKey: EtC, BlockScrambleKey: BlockScramble, PEKey: PE, LEKey: LE, ELEKey: ELE,
+}
+
+
+def cipher_for(key: Key, **kw: Any) -> Cipher:
+    """Build the cipher of ``key``'s scheme; ``kw`` (e.g. ``block_size``) go to its constructor.
+
+    >>> from ppml.keys import LEKey
+    >>> cipher_for(LEKey.generate(image_size=32, block_size=4, seed=0))  # doctest: +ELLIPSIS
+    LE(image_size=(32, 32), block_size=4, channels=3, key='...')
+    """
+    for cls in type(key).__mro__:
+        if cls in CIPHERS:
+            return CIPHERS[cls](key=key, **kw)
+    raise ValueError(f"no cipher for {type(key).__name__}: expected one of "
+                     f"{', '.join(k.__name__ for k in CIPHERS)}")
