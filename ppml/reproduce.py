@@ -38,7 +38,7 @@ from ppml.report import SCALES, figures_root, repo_root
 from ppml.utils import atomic_write_text
 
 __all__ = ["NOTEBOOKS", "ARTIFACTS", "Requirement", "register_weights", "declared_parameters",
-           "load_params", "requirements_for", "check_requirement", "run", "write_index", "main"]
+           "load_params", "dirty_cells", "requirements_for", "check_requirement", "run", "write_index", "main"]
 
 #: The paper notebooks, in reading order: stem → (paper file in shared/papers, citation).
 NOTEBOOKS: dict[str, tuple[str, str]] = {
@@ -135,6 +135,18 @@ def declared_parameters(path: Path) -> dict[str, Any]:
         except (ValueError, SyntaxError):
             out[name] = meta["default"]  # an expression: keep its source text
     return out
+
+
+def dirty_cells(path: Path) -> list[int]:
+    """Indices of code cells that carry outputs or execution counts (commit notebooks stripped).
+
+    ``make strip`` (nbstripout) cleans them.
+    """
+    import nbformat
+
+    nb = nbformat.read(str(path), as_version=4)
+    return [i for i, c in enumerate(nb.cells) if c.cell_type == "code"
+            and (c.get("outputs") or c.get("execution_count") is not None)]
 
 
 def load_params(scale: str, params_dir: Path) -> dict[str, dict[str, Any]]:

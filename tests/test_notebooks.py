@@ -35,10 +35,17 @@ def test_params_files_name_only_paper_notebooks():
 
 @pytest.mark.parametrize("stem", PRESENT)
 def test_committed_without_outputs(stem):
-    nb = nbformat.read(NB_DIR / f"{stem}.ipynb", as_version=4)
-    dirty = [i for i, c in enumerate(nb.cells) if c.cell_type == "code"
-             and (c.get("outputs") or c.get("execution_count") is not None)]
+    dirty = reproduce.dirty_cells(NB_DIR / f"{stem}.ipynb")
     assert not dirty, f"{stem}: cells {dirty} carry outputs; run `make strip` (nbstripout) before committing"
+
+
+def test_dirty_cells_finds_outputs_and_counts(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("1"), nbformat.v4.new_code_cell("2"), nbformat.v4.new_code_cell("3")]
+    nb.cells[1].outputs = [nbformat.v4.new_output("stream", text="2")]
+    nb.cells[2].execution_count = 7
+    nbformat.write(nb, tmp_path / "x.ipynb")
+    assert reproduce.dirty_cells(tmp_path / "x.ipynb") == [1, 2]
 
 
 @pytest.mark.parametrize("stem", PRESENT)
