@@ -58,7 +58,7 @@ SMOKE_SHA256 = "4cf2656f3fb3870bdb297bef7ab7167298970d20046382b7f1ba45efec21e621
 #: sha256 of its array contents (names, dtypes, shapes, bytes; independent of zlib), so a
 #: rebuild with another zlib that compresses differently is still recognised as the same data.
 SMOKE_CONTENT_SHA256 = "78f2eabea48c5717975d48bcd55c7d90fb6acae5f555f0b6f31edb7691bc9b84"
-_SMOKE_ARRAYS = ("images_train", "labels_train", "indices_train",
+SMOKE_ARRAYS = ("images_train", "labels_train", "indices_train",
                  "images_test", "labels_test", "indices_test")
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -451,10 +451,11 @@ def _sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def _content_sha256(arrays: dict[str, np.ndarray]) -> str:
-    # Must match scripts/build_fashion_mnist_sample.py::content_sha256.
+def content_sha256(arrays: dict[str, np.ndarray]) -> str:
+    """sha256 over the names, dtypes, shapes and bytes of the smoke sample's arrays, in
+    :data:`SMOKE_ARRAYS` order: independent of how the ``.npz`` was compressed."""
     h = hashlib.sha256()
-    for name in _SMOKE_ARRAYS:
+    for name in SMOKE_ARRAYS:
         a = np.ascontiguousarray(arrays[name])
         h.update(f"{name}:{a.dtype.str}:{a.shape}\n".encode())
         h.update(a.tobytes())
@@ -467,11 +468,11 @@ def _smoke_arrays_cached(path: str, mtime_ns: int, size: int) -> dict[str, np.nd
     digest = _sha256_file(p)
     try:
         with np.load(p, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in _SMOKE_ARRAYS}
+            arrays = {k: z[k] for k in SMOKE_ARRAYS}
     except Exception as e:  # corrupt zip, missing member, pickled content …
         raise DatasetCorrupt(f"{p} cannot be read as the Fashion-MNIST smoke sample ({e}). "
                              f"{dataset_requirements('fashion-mnist-smoke')}") from e
-    if digest != SMOKE_SHA256 and _content_sha256(arrays) != SMOKE_CONTENT_SHA256:
+    if digest != SMOKE_SHA256 and content_sha256(arrays) != SMOKE_CONTENT_SHA256:
         raise DatasetCorrupt(f"{p} has sha256 {digest}, expected {SMOKE_SHA256}, and its arrays differ "
                              f"from the published sample: the file is corrupt or was replaced. "
                              f"{dataset_requirements('fashion-mnist-smoke')}")

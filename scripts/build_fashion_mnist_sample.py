@@ -38,6 +38,12 @@ from pathlib import Path
 
 import numpy as np
 
+# The checksums of the official IDX files, the npz member order and the content hash are
+# defined once, in ppml.data (which loads what this script writes; `make install` first).
+from ppml.data import FASHION_MNIST_IDX_SHA256 as IDX_SHA256
+from ppml.data import SMOKE_ARRAYS as ARRAY_ORDER
+from ppml.data import content_sha256
+
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_SOURCE = Path("/usr/share/datasets/fashion-mnist")
 DEFAULT_OUT = REPO / "data" / "fashion_mnist_smoke.npz"
@@ -46,18 +52,6 @@ SEED = 2017
 TRAIN_PER_CLASS = 500
 TEST_PER_CLASS = 100
 
-# sha256 of the *decompressed* IDX files (identical in Debian's package and upstream;
-# Debian only recompressed the .gz files).
-IDX_SHA256 = {
-    "train-images-idx3-ubyte": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
-    "train-labels-idx1-ubyte": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
-    "t10k-images-idx3-ubyte": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
-    "t10k-labels-idx1-ubyte": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
-}
-
-# Member order of the npz (fixed so the zip is reproducible).
-ARRAY_ORDER = ("images_train", "labels_train", "indices_train",
-               "images_test", "labels_test", "indices_test")
 
 
 def read_idx_bytes(source: Path, stem: str) -> bytes:
@@ -95,16 +89,6 @@ def class_balanced_indices(labels: np.ndarray, per_class: int, rng: np.random.Ge
     picks = [rng.choice(np.flatnonzero(labels == c), size=per_class, replace=False)
              for c in range(10)]
     return np.sort(np.concatenate(picks))
-
-
-def content_sha256(arrays: dict[str, np.ndarray]) -> str:
-    """sha256 over names, dtypes, shapes and bytes of the arrays, in ``ARRAY_ORDER``."""
-    h = hashlib.sha256()
-    for name in ARRAY_ORDER:
-        a = np.ascontiguousarray(arrays[name])
-        h.update(f"{name}:{a.dtype.str}:{a.shape}\n".encode())
-        h.update(a.tobytes())
-    return h.hexdigest()
 
 
 def write_npz_deterministic(path: Path, arrays: dict[str, np.ndarray]) -> None:
