@@ -520,7 +520,6 @@ def _prepare_fashion_raw(root: Path, split: str, download: bool) -> None:
             if not (raw / s).is_file():
                 with gzip.open(DEBIAN_FASHION_MNIST / f"{s}.gz", "rb") as src, atomic_write(raw / s) as dst:
                     shutil.copyfileobj(src, dst, 1 << 20)
-                os.chmod(raw / s, 0o644)  # the temp file behind atomic_write is 0600
         return
     if download:
         from torchvision.datasets import FashionMNIST

@@ -286,7 +286,8 @@ class Key:
                    channels=meta["channels"])
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write the key as versioned JSON, atomically (a temp file renamed over ``path``).
+        """Write the key as versioned JSON, atomically (a temp file renamed over ``path``),
+        readable by its owner only (mode 0600).
 
         The file holds the secret: keep it out of shared folders and version control.
 
@@ -297,7 +298,7 @@ class Key:
         >>> load(p) == key
         True
         """
-        atomic_write_json(path, self._to_dict(), indent=1)
+        atomic_write_json(path, self._to_dict(), indent=1, permissions=0o600)  # a key is a secret
 
     def key_space_bits(self) -> float:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -17,11 +17,19 @@ __all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text", "atomic_wr
            "quiet", "progress"]
 
 
+def _default_permissions() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 @contextlib.contextmanager
-def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
+def atomic_write(path: str | os.PathLike, mode: str = "wb", *, permissions: int | None = None) -> Iterator[IO]:
     """Open a temporary file beside ``path``; on success fsync it and rename it over ``path``.
 
-    On any exception the temporary file is removed and ``path`` is left untouched.
+    On any exception the temporary file is removed and ``path`` is left untouched. The file
+    gets ``permissions`` (default: what ``open`` would give, ``0o666`` minus the umask; pass
+    ``0o600`` for secrets such as keys).
 
     >>> import tempfile, pathlib
     >>> p = pathlib.Path(tempfile.mkdtemp()) / "x.txt"
@@ -39,6 +47,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
         with os.fdopen(fd, mode, **({"encoding": "utf-8"} if mode == "w" else {})) as f:
             yield f
             f.flush()
+            os.fchmod(f.fileno(), _default_permissions() if permissions is None else permissions)
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
@@ -47,22 +56,22 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
         raise
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, permissions: int | None = None) -> None:
     """Write ``data`` to ``path`` atomically."""
-    with atomic_write(path, "wb") as f:
+    with atomic_write(path, "wb", permissions=permissions) as f:
         f.write(data)
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+def atomic_write_text(path: str | os.PathLike, text: str, *, permissions: int | None = None) -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
-    with atomic_write(path, "w") as f:
+    with atomic_write(path, "w", permissions=permissions) as f:
         f.write(text)
 
 
-def atomic_write_json(path: str | os.PathLike, obj: Any, **kw: Any) -> None:
-    """Write ``obj`` as indented JSON to ``path`` atomically."""
+def atomic_write_json(path: str | os.PathLike, obj: Any, *, permissions: int | None = None, **kw: Any) -> None:
+    """Write ``obj`` as indented JSON to ``path`` atomically (``kw`` go to ``json.dumps``)."""
     kw.setdefault("indent", 2)
-    atomic_write_text(path, json.dumps(obj, **kw) + "\n")
+    atomic_write_text(path, json.dumps(obj, **kw) + "\n", permissions=permissions)
 
 
 def quiet() -> bool:
