@@ -21,8 +21,8 @@ channel codes index ``itertools.permutations(range(C))`` in order (the six permu
 of ``(0, 1, 2)`` for colour images; a grey image has the single code 0, so its channel
 shuffle is the identity and adds nothing to the key space).
 
-Keys are secrets: ``repr`` shows the scheme, the geometry and a short sha256 fingerprint,
-never the arrays.
+Keys are secrets: ``repr`` shows the scheme, the geometry and a short salted fingerprint
+(see :attr:`Key.fingerprint`), never the arrays.
 
 >>> key = EtCKey.generate(image_size=32, block_size=16, seed=0)
 >>> key  # doctest: +ELLIPSIS
@@ -35,10 +35,12 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import hmac
 import itertools
 import json
 import math
 import os
+import secrets
 from pathlib import Path
 from typing import Any, ClassVar, Mapping
 
@@ -240,13 +242,28 @@ class Key:
 
     @property
     def fingerprint(self) -> str:
-        """First 12 hex digits of :meth:`sha256`: tells keys apart without revealing them.
+        """12 hex digits that tell keys apart without revealing them.
+
+        An HMAC-SHA256 of :meth:`sha256` under a random 128-bit salt that lives with the key
+        (and in its file), so a saved and reloaded key shows the same fingerprint. A plain hash
+        would not do: it can be searched (EtC on 32×32 with 16×16 blocks has only 31 bits), so
+        the key could be recovered from a printed ``repr``. Equal keys made separately (the
+        same seed twice) compare equal but show different fingerprints.
 
         >>> k = PEKey.generate(image_size=4, seed=0)
-        >>> k.fingerprint == k.sha256()[:12] and k.fingerprint in repr(k)
-        True
+        >>> len(k.fingerprint), k.fingerprint in repr(k), k.fingerprint == k.sha256()[:12]
+        (12, True, False)
+        >>> k.fingerprint == PEKey.generate(image_size=4, seed=0).fingerprint
+        False
         """
-        return self.sha256()[:12]
+        return hmac.new(self._fingerprint_salt(), self.sha256().encode(), "sha256").hexdigest()[:12]
+
+    def _fingerprint_salt(self) -> bytes:
+        salt = self.__dict__.get("_salt")
+        if salt is None:  # drawn once per key object; frozen dataclass, hence object.__setattr__
+            salt = secrets.token_bytes(16)
+            object.__setattr__(self, "_salt", salt)
+        return salt
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(scheme={self.scheme!r}, image_size={self.image_size}, "
@@ -278,6 +295,7 @@ class Key:
             "arrays": {f: {"shape": list(a.shape), "data": a.reshape(-1).tolist()}
                        for f, a in self.arrays().items()},
             "sha256": self.sha256(),
+            "fingerprint_salt": self._fingerprint_salt().hex(),
         }
 
     @classmethod
@@ -733,6 +751,15 @@ def _from_dict(d: Any, *, source: str) -> Key:
     if "sha256" in d and d["sha256"] != key.sha256():
         raise ValueError(f"{where}: checksum mismatch: expected sha256 {d['sha256']!r} recorded in the "
                          f"file, got {key.sha256()!r} (the file was modified or corrupted)")
+    salt = d.get("fingerprint_salt")
+    if salt is not None:
+        try:
+            raw = bytes.fromhex(salt)
+        except (TypeError, ValueError):
+            raw = b""
+        if len(raw) != 16:
+            raise ValueError(f"{where}: 'fingerprint_salt' must be 32 hex digits, got {salt!r}")
+        object.__setattr__(key, "_salt", raw)
     return key
 
 

@@ -321,3 +321,32 @@ def test_file_without_checksum_loads_and_pe_geometry_is_checked(tmp_path):
     _rewrite(p, lambda d: d.update(image_size=[6, 4]))
     with pytest.raises(ValueError, match=r"disagree with the arrays: expected image_size=\[4, 6\]"):
         keys.load(p)
+
+
+def test_fingerprint_does_not_reveal_the_key(tmp_path):
+    # A plain hash prefix could be searched (this key space has ~31 bits); the fingerprint is
+    # salted per key, kept across save/load and pickling, and differs between equal keys made apart.
+    import pickle
+
+    from ppml.keys import EtCKey, load
+
+    k = EtCKey.generate(image_size=32, block_size=16, seed=3)
+    assert k.fingerprint != k.sha256()[:12]
+    twin = EtCKey.generate(image_size=32, block_size=16, seed=3)
+    assert twin == k and twin.fingerprint != k.fingerprint
+    k.save(tmp_path / "k.json")
+    assert load(tmp_path / "k.json").fingerprint == k.fingerprint
+    assert pickle.loads(pickle.dumps(k)).fingerprint == k.fingerprint
+
+
+def test_bad_fingerprint_salt_in_file(tmp_path):
+    import json
+
+    from ppml.keys import PEKey, load
+
+    PEKey.generate(image_size=4, seed=0).save(tmp_path / "k.json")
+    d = json.loads((tmp_path / "k.json").read_text())
+    d["fingerprint_salt"] = "xyz"
+    (tmp_path / "k.json").write_text(json.dumps(d))
+    with pytest.raises(ValueError, match="fingerprint_salt' must be 32 hex digits"):
+        load(tmp_path / "k.json")
