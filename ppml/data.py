@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
+from ppml.ciphers import cipher_for
 from ppml.utils import atomic_write, progress
 
 __all__ = [
@@ -1054,7 +1055,9 @@ class EncryptBatch(BatchTransform):
 
     def __init__(self, ciphers: Any) -> None:
         super().__init__()
-        if isinstance(ciphers, nn.Module) and not isinstance(ciphers, (nn.ModuleList, nn.Sequential)):
+        # A ModuleList or a plain sequence is a key set; any other module (a Sequential
+        # pipeline included) is one cipher.
+        if isinstance(ciphers, nn.Module) and not isinstance(ciphers, nn.ModuleList):
             items = [ciphers]
         elif isinstance(ciphers, (str, bytes)) or not isinstance(ciphers, Iterable):
             items = [ciphers]
@@ -1070,12 +1073,10 @@ class EncryptBatch(BatchTransform):
                 mods.append(_Fn(c))
             else:
                 try:
-                    from ppml.ciphers import cipher_for
-                except ImportError as e:
-                    raise ValueError(f"item {i} ({type(c).__name__}) is neither a cipher module nor "
-                                     f"callable, and ppml.ciphers.cipher_for is unavailable to build one "
-                                     f"from a key: {e}") from e
-                mods.append(cipher_for(c))
+                    mods.append(cipher_for(c))
+                except (TypeError, ValueError) as e:
+                    raise ValueError(f"item {i} ({type(c).__name__}) is neither a cipher module, a callable "
+                                     f"nor a ppml key: {e}") from e
         self.ciphers = nn.ModuleList(mods)
         self.last_keys: torch.Tensor | None = None
 
@@ -1088,7 +1089,7 @@ class EncryptBatch(BatchTransform):
         """Key index per image, uniform over the set (int64 on the generator's device)."""
         return torch.randint(0, self.num_keys, (n,), generator=generator, device=_gen_device(generator))
 
-    def _apply(self, x: torch.Tensor, keys: torch.Tensor, inverse: bool) -> torch.Tensor:
+    def _encrypt_by_key(self, x: torch.Tensor, keys: torch.Tensor, inverse: bool) -> torch.Tensor:
         if self.num_keys == 1:
             c = self.ciphers[0]
             return c.inverse(x) if inverse else c(x)
@@ -1127,7 +1128,7 @@ class EncryptBatch(BatchTransform):
         self.last_keys = k
         if x.shape[0] == 0:
             return x
-        return self._apply(x, k, inverse=False)
+        return self._encrypt_by_key(x, k, inverse=False)
 
     def inverse(self, y: torch.Tensor, keys: torch.Tensor | Sequence[int] | int | None = None) -> torch.Tensor:
         """Decrypt ``y`` with per-image key indices ``keys`` (default: those of the last call)."""
@@ -1139,7 +1140,7 @@ class EncryptBatch(BatchTransform):
         k = self._keys(y, keys, None)
         if y.shape[0] == 0:
             return y
-        return self._apply(y, k, inverse=True)
+        return self._encrypt_by_key(y, k, inverse=True)
 
     def extra_repr(self) -> str:
         return f"num_keys={self.num_keys}"

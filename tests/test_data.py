@@ -446,11 +446,9 @@ def test_encrypt_per_image_keys_redrawn_each_call_loop_over_keys():
 
 
 def test_encrypt_with_real_block_scramble(smoke_train):
-    try:
-        from ppml.ciphers import BlockScramble, cipher_for
-        from ppml.keys import BlockScrambleKey
-    except ImportError as e:  # the ciphers package is developed separately
-        pytest.skip(f"ppml.ciphers not importable: {e}")
+    from ppml.ciphers import BlockScramble, cipher_for
+    from ppml.keys import BlockScrambleKey
+
     keys = [BlockScrambleKey.generate(image_size=32, block_size=8, seed=s) for s in range(4)]
     enc = EncryptBatch(keys)  # key objects → ciphers via cipher_for
     assert all(isinstance(c, BlockScramble) for c in enc.ciphers)
@@ -462,3 +460,21 @@ def test_encrypt_with_real_block_scramble(smoke_train):
     for i in range(len(x)):
         assert torch.equal(y[i:i + 1], cipher_for(keys[int(enc.last_keys[i])])(plain[i:i + 1]))
     assert torch.equal(enc.inverse(y), plain)  # encryption came after augmentation, exactly
+
+
+def test_encrypt_batch_follows_to_and_keeps_pipelines_whole():
+    from ppml.ciphers import cipher_for
+    from ppml.keys import BlockScrambleKey
+
+    keys = [BlockScrambleKey.generate(image_size=32, block_size=8, seed=s) for s in range(3)]
+    enc = EncryptBatch(keys)
+    assert enc.to("cpu") is enc  # nn.Module._apply must not be shadowed
+    pipeline = Compose([RandomCrop(32, padding=4), enc]).to("cpu")
+    x = torch.randint(0, 256, (5, 3, 32, 32), dtype=torch.uint8)
+    assert pipeline(x, gen(1)).shape == x.shape
+    # a Sequential is one cipher (a pipeline), not a key set
+    seq = nn.Sequential(cipher_for(keys[0]), cipher_for(keys[1]))
+    one = EncryptBatch(seq)
+    assert one.num_keys == 1 and torch.equal(one(x, gen(0)), seq(x))
+    with pytest.raises(ValueError, match="neither a cipher module, a callable nor a ppml key"):
+        EncryptBatch([object()])
