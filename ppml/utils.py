@@ -17,10 +17,19 @@ __all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text", "atomic_wr
            "quiet", "progress"]
 
 
-def _default_permissions() -> int:
-    umask = os.umask(0)
+def _read_umask() -> int:
+    # Read once, at import: os.umask can only be read by setting it, which would race with
+    # other threads (Jupyter, loader workers) creating files at the same moment.
+    umask = os.umask(0o022)
     os.umask(umask)
-    return 0o666 & ~umask
+    return umask
+
+
+_UMASK = _read_umask()
+
+
+def _default_permissions() -> int:
+    return 0o666 & ~_UMASK
 
 
 @contextlib.contextmanager

@@ -27,13 +27,11 @@ def test_failed_write_leaves_old_file_and_no_temporaries(tmp_path):
 
 
 def test_permissions_follow_umask_and_keys_are_private(tmp_path):
-    old = os.umask(0o022)
-    try:
-        atomic_write_text(tmp_path / "fig.md", "x")
-        BlockScrambleKey.generate(image_size=32, block_size=8, seed=0).save(tmp_path / "k.json")
-    finally:
-        os.umask(old)
-    assert _mode(tmp_path / "fig.md") == 0o644
+    atomic_write_text(tmp_path / "fig.md", "x")
+    with open(tmp_path / "plain.md", "w") as f:  # what open() gives under the process umask
+        f.write("x")
+    BlockScrambleKey.generate(image_size=32, block_size=8, seed=0).save(tmp_path / "k.json")
+    assert _mode(tmp_path / "fig.md") == _mode(tmp_path / "plain.md")
     assert _mode(tmp_path / "k.json") == 0o600
 
 

@@ -237,6 +237,7 @@ class Cipher(nn.Module):
     #: Byte ciphers (one gather + one XOR) gain nothing from chunking, so it is off there.
     cpu_chunk_bytes: ClassVar[int] = 1 << 62
 
+    @torch.no_grad()  # a permutation of quantised values: there is no gradient to track
     def _run(self, x: torch.Tensor, encrypt: bool) -> torch.Tensor:
         self._check(x)
         n, d = x.shape[0], x.shape[1] * x.shape[2] * x.shape[3]
