@@ -25,12 +25,12 @@ import re
 import subprocess
 import time
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping
 
 from ppml import __version__
 from ppml.utils import atomic_write_bytes, atomic_write_json, atomic_write_text
 
-__all__ = ["SCALES", "Report", "Table", "figures_root", "repo_root", "environment_info"]
+__all__ = ["SCALES", "Report", "Table", "figures_root", "repo_root", "environment_info", "load_results"]
 
 SCALES = ("smoke", "paper")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -256,8 +256,3 @@ def load_results(notebook: str, root: str | os.PathLike | None = None) -> dict[s
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist: run `python -m ppml.reproduce {notebook}` first")
     return json.loads(path.read_text())
-
-
-def artifact_files(notebook_dir: Path, artifacts: Mapping[str, Mapping[str, Any]]) -> Sequence[Path]:
-    """All files an artifacts mapping names, relative to ``notebook_dir``."""
-    return [notebook_dir / f for a in artifacts.values() for f in a.get("files", [])]

@@ -68,3 +68,14 @@ def test_image_grid_checks_titles():
 def test_table_class_formats_missing_values():
     t = Table([{"a": None, "b": float("nan")}, {"a": 1}])
     assert t.to_markdown().splitlines()[-2:] == ["| – | – |", "| 1 | – |"]
+
+
+def test_load_results_round_trip_and_missing(tmp_path):
+    from ppml.report import load_results
+
+    rep = Report("00_t", scale="smoke", out_dir=tmp_path / "00_t")
+    rep.record(acc=0.5)
+    rep.save()
+    assert load_results("00_t", root=tmp_path)["results"] == {"acc": 0.5}
+    with pytest.raises(FileNotFoundError, match="python -m ppml.reproduce 01_x"):
+        load_results("01_x", root=tmp_path)

@@ -53,7 +53,7 @@ class WideResNet(nn.Module):
     torch.Size([2, 10])
     """
 
-    def __init__(self, *, depth: int = 28, widen_factor: int = 10, dropout: float = 0.0,
+    def __init__(self, *, depth: int = 40, widen_factor: int = 10, dropout: float = 0.0,
                  num_classes: int = 10, in_chans: int = 3) -> None:
         super().__init__()
         if depth < 10 or (depth - 4) % 6:
