@@ -725,6 +725,7 @@ def fit(model: nn.Module, train_data: Any, *, epochs: int, val_data: Any = None,
     loss_fn: LossHook = loss if loss is not None else (
         lambda m, x, y: (lambda out: (_ce(out, y, label_smoothing=label_smoothing), out))(m(x)))
     show = progress and rank == 0 and not quiet()
+    loss_name = _name(loss_fn)
 
     for epoch in range(start, epochs):
         t0 = time.perf_counter()
@@ -738,7 +739,7 @@ def fit(model: nn.Module, train_data: Any, *, epochs: int, val_data: Any = None,
                 x = x.to(dev, non_blocking=True)
                 y = y.to(dev, non_blocking=True)
                 with _autocast(amp_on, amp_type, dev):
-                    lv, logits = _unpack_loss(loss_fn(net, x, y), _name(loss_fn))
+                    lv, logits = _unpack_loss(loss_fn(net, x, y), loss_name)
                 opt.zero_grad(set_to_none=True)
                 scaler.scale(lv).backward()
                 if grad_clip is not None:
