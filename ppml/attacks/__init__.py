@@ -1,0 +1,9 @@
+"""Attacks on encrypted images: each takes encrypted images (and what the threat model
+allows the attacker) and returns reconstructions, to be scored with :mod:`ppml.metrics`.
+
+Modules: ``fr`` (FR-Attack, Chang & Case 2020), ``itn`` (inverse-transformation network,
+a U-Net trained on plain/protected pairs), ``gan`` (SIA-GAN-style GAN-Attack),
+``instahide`` (Carlini et al. 2021's attack on InstaHide, also applied to ScrambleMix).
+"""
+
+from __future__ import annotations
