@@ -35,6 +35,7 @@ SMALL = [
     ("unet", {"width": 4, "depth": 2}, (2, 3, 16, 16), (2, 3, 16, 16)),
     ("unet", {"width": 4, "depth": 3, "in_chans": 1, "out_chans": 2, "batch_norm": False}, (1, 1, 16, 24),
      (1, 2, 16, 24)),
+    ("transformation_network", {"width": 4, "depth": 2}, (2, 3, 16, 16), (2, 3, 16, 16)),
 ]
 
 

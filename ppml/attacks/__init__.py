@@ -7,3 +7,4 @@ a U-Net trained on plain/protected pairs), ``gan`` (SIA-GAN-style GAN-Attack),
 """
 
 from __future__ import annotations
+from .itn import itn_attack  # noqa: E402,F401

@@ -20,7 +20,7 @@ import torch.nn as nn
 
 from . import register_model
 
-__all__ = ["UNet", "unet"]
+__all__ = ["UNet", "unet", "transformation_network"]
 
 
 def _double_conv(cin: int, cout: int, bn: bool) -> nn.Sequential:
@@ -83,3 +83,18 @@ def unet(*, in_chans: int = 3, out_chans: int = 3, width: int = 64, depth: int =
     """
     return UNet(in_chans=in_chans, out_chans=out_chans, width=width, depth=depth,
                 batch_norm=batch_norm, sigmoid=sigmoid)
+
+
+@register_model
+def transformation_network(*, width: int = 64, depth: int = 4, batch_norm: bool = True) -> UNet:
+    """h_θ of Ito, Kinoshita & Kiya ("Image transformation network for privacy-preserving
+    DNNs", §III-A): a U-Net from RGB to RGB with a sigmoid output, so protected images lie in
+    [0, 1]. ``width=64, depth=4`` is the paper's 64…1024-channel network; smaller widths and
+    depths are for CPU smoke runs. (The ITN-Attack of ``ppml.attacks.itn`` uses the same
+    network to invert h_θ.)
+
+    >>> h = transformation_network(width=4, depth=2)
+    >>> y = h(torch.rand(2, 3, 16, 16)); y.shape, bool(y.min() >= 0 and y.max() <= 1)
+    (torch.Size([2, 3, 16, 16]), True)
+    """
+    return UNet(in_chans=3, out_chans=3, width=width, depth=depth, batch_norm=batch_norm, sigmoid=True)

@@ -1,0 +1,124 @@
+"""ITN-Attack — the inverse-transformation-network attack (Ito, Kinoshita & Kiya, §II-C and
+§III-B; also MaungMaung & Kiya's security evaluation of EtC images, paper 002).
+
+Threat model: the attacker has pairs (protected image, plain image) of the same kind of data
+— for the transformation network because h_θ is public (the attacker protects images of
+their own), for key-based encryption because images of the known distribution can be
+encrypted with keys of the attacker's own. The attacker trains an inverse network on those
+pairs with the mean squared error and applies it to the victim's protected images; the
+estimates are scored with PSNR (``ppml.metrics.psnr``) against the true plain images.
+
+The inverse network is the U-Net of the paper (``ppml.models.UNet``, 64…1024 channels at
+paper scale, sigmoid output), trained with :func:`ppml.train.fit` (checkpoints, resume,
+progress, multi-GPU all apply). The paper does not give the attack's optimiser ("all
+networks were trained for 200 epochs" with SGD lr 0.1 is the only recipe stated); the
+default here is AdamW 1e-3 with a cosine schedule, which fits an MSE image-to-image network
+faster — the attacker is free to choose the strongest training, so a faster-converging
+optimiser makes the evaluation stricter, not weaker. Pass ``optimizer="sgd", lr=0.1,
+schedule="multistep", milestones=[60, 120, 160], gamma=0.2`` for the paper's recipe.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ppml.models.unet import UNet
+from ppml.train import fit
+
+__all__ = ["itn_attack", "inverse_network_loss"]
+
+
+def _check(x: Any, name: str) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"itn_attack: {name} must be a torch.Tensor (N, C, H, W), got {type(x).__name__}")
+    if x.ndim != 4 or len(x) == 0:
+        raise ValueError(f"itn_attack: {name} must be a non-empty batch (N, C, H, W), got shape {tuple(x.shape)}")
+    if x.dtype != torch.uint8 and not x.is_floating_point():
+        raise ValueError(f"itn_attack: {name} must be uint8 or float in [0, 1], got {x.dtype}")
+    if x.is_floating_point() and (float(x.min()) < 0.0 or float(x.max()) > 1.0):
+        raise ValueError(f"itn_attack: float {name} must lie in [0, 1], got [{float(x.min()):.3g}, "
+                         f"{float(x.max()):.3g}]; divide 8-bit values by 255")
+    return x
+
+
+def _unit(x: torch.Tensor) -> torch.Tensor:
+    return x.float() / 255 if x.dtype == torch.uint8 else x.float()
+
+
+def inverse_network_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The ITN-Attack's training loss: MSE between ``model(x)`` (the estimate from a protected
+    image) and the plain image ``y`` (uint8 or float in [0, 1]); a :func:`ppml.train.fit` hook.
+
+    >>> inverse_network_loss(nn.Identity(), torch.zeros(1, 3, 2, 2), torch.full((1, 3, 2, 2), 255, dtype=torch.uint8))
+    tensor(1.)
+    """
+    out = model(x)
+    return F.mse_loss(out.float(), _unit(y))
+
+
+def itn_attack(train_protected: torch.Tensor, train_plain: torch.Tensor, test_protected: torch.Tensor, *,
+               epochs: int = 20, width: int = 64, depth: int = 4, seed: int = 0, batch_size: int = 128,
+               optimizer: str = "adamw", lr: float = 1e-3, weight_decay: float = 0.0, schedule: str = "cosine",
+               milestones: list[int] | None = None, gamma: float = 0.1, device: torch.device | str | None = None,
+               progress: bool = True, checkpoint_dir: str | None = None, return_model: bool = False,
+               **fit_kwargs: Any) -> torch.Tensor | tuple[torch.Tensor, nn.Module]:
+    """Train a U-Net (``width``·2^i channels, ``depth`` levels, sigmoid output) with MSE to map
+    ``train_protected`` → ``train_plain`` for ``epochs`` epochs, then return its estimates of
+    the plain images behind ``test_protected``.
+
+    Inputs are batches (N, C, H, W), each uint8 or float in [0, 1] (kinds may differ);
+    H and W must be divisible by 2**depth; the number of channels may differ between
+    protected and plain images (e.g. 6-channel nibble planes → RGB). The output has
+    ``test_protected``'s kind: uint8 (rounded) for uint8 input, else float in [0, 1] with its
+    dtype; it lies on the CPU. ``return_model=True`` also returns the trained network (eval
+    mode). Other keyword arguments go to :func:`ppml.train.fit` (e.g. ``momentum``).
+
+    >>> g = torch.Generator().manual_seed(0)
+    >>> x = torch.randint(0, 256, (16, 3, 8, 8), dtype=torch.uint8, generator=g)
+    >>> est = itn_attack(255 - x, x, 255 - x[:4], epochs=1, width=4, depth=1, batch_size=8, progress=False)
+    >>> est.shape, est.dtype
+    (torch.Size([4, 3, 8, 8]), torch.uint8)
+    """
+    _check(train_protected, "train_protected")
+    _check(train_plain, "train_plain")
+    _check(test_protected, "test_protected")
+    if len(train_protected) != len(train_plain):
+        raise ValueError(f"itn_attack: train_protected and train_plain must be pairs: {len(train_protected)} vs "
+                         f"{len(train_plain)} images")
+    if train_protected.shape[2:] != train_plain.shape[2:]:
+        raise ValueError(f"itn_attack: protected and plain training images differ in size: "
+                         f"{tuple(train_protected.shape[2:])} vs {tuple(train_plain.shape[2:])}")
+    if test_protected.shape[1:] != train_protected.shape[1:]:
+        raise ValueError(f"itn_attack: test_protected images {tuple(test_protected.shape[1:])} differ from the "
+                         f"training ones {tuple(train_protected.shape[1:])}")
+    if not isinstance(depth, int) or depth < 1 or not isinstance(width, int) or width < 1:
+        raise ValueError(f"itn_attack: width and depth must be integers >= 1, got width={width!r}, depth={depth!r}")
+    h, w = train_protected.shape[2:]
+    m = 2**depth
+    if h % m or w % m:
+        raise ValueError(f"itn_attack: image size {h}×{w} is not divisible by 2**depth = {m}; "
+                         f"use depth <= {min((h & -h), (w & -w)).bit_length() - 1} or pad the images")
+
+    torch.manual_seed(seed)
+    net = UNet(in_chans=train_protected.shape[1], out_chans=train_plain.shape[1], width=width, depth=depth,
+               sigmoid=True)
+    fit(net, (train_protected, train_plain), epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr,
+        weight_decay=weight_decay, schedule=schedule, milestones=milestones, gamma=gamma,
+        loss=inverse_network_loss, seed=seed, device=device, progress=progress, checkpoint_dir=checkpoint_dir,
+        **fit_kwargs)
+    net.eval()
+    dev = next(net.parameters()).device
+    outs = []
+    with torch.no_grad():
+        for i in range(0, len(test_protected), 256):
+            outs.append(net(_unit(test_protected[i:i + 256].to(dev))).float().clamp(0, 1).cpu())
+    est = torch.cat(outs)
+    if test_protected.dtype == torch.uint8:
+        est = (est * 255).round().to(torch.uint8)
+    else:
+        est = est.to(test_protected.dtype)
+    return (est, net) if return_model else est

@@ -1,0 +1,259 @@
+"""The image transformation network of Ito, Kinoshita & Kiya ("Image Transformation Network
+for Privacy-Preserving Deep Neural Networks and Its Security Evaluation", paper 003).
+
+A public U-Net h_θ turns a plain image x into a visually protected image x̂ = h_θ(x) that a
+classifier ψ on the cloud still classifies. h_θ is trained with Eq. (3)–(4):
+
+    L_trans(x, x̂, y) = L_class(x̂, y) − α · L_feat(x, x̂),
+
+L_class the cross-entropy of ψ(x̂) (Eq. 5) and L_feat the squared feature distance of Eq. (6)
+at layer k of a fixed network (VGG16 relu2_2, ImageNet weights and normalisation, as the
+authors' code and Johnson et al. 2016). The minus sign is the point: minimising L_trans
+*maximises* the feature distance, so x̂ stops looking like x, while the cross-entropy keeps
+it classifiable. L_feat is not clipped in the paper; it is bounded because x̂ is a sigmoid
+output in [0, 1], so a large α (0.1 in Table I) lets the feature term win and accuracy collapses.
+
+Two training regimes (``regime=``):
+
+* ``"joint"`` — the paper's text (§II-B, Fig. 2, §III-A: "we utilized 45,000 images ... to
+  train both ψ and h_θ"): ψ and h_θ are trained together from scratch on L_trans.
+* ``"frozen"`` — the authors' later code (journal follow-up): ψ is a ResNet-20 first trained
+  on plain images, then frozen (weights *and* BatchNorm statistics), and only h_θ is trained
+  on L_trans. h_θ must then produce images that the plain-trained ψ still recognises, which
+  is a stronger constraint on x̂ than the joint regime (where ψ adapts to whatever h_θ emits)
+  and needs no classifier re-training per α — cheaper, so the CPU smoke run uses it.
+
+>>> import torch
+>>> from ppml.models import create_model
+>>> net = TransformNet(create_model("transformation_network", width=4, depth=1),
+...                    create_model("resnet20", num_classes=3), freeze_psi=True)
+>>> net.train().psi.training, net(torch.rand(2, 3, 8, 8)).shape
+(False, torch.Size([2, 3]))
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .losses import feature_reconstruction_loss
+from .models import create_model
+from .train import FitResult, fit
+
+__all__ = ["REGIMES", "TransformNet", "TransformationLoss", "build_transformnet", "protect",
+           "feature_distances", "train_transformnet"]
+
+#: Training regimes of h_θ (see the module docstring).
+REGIMES = ("joint", "frozen")
+
+
+def _check_images(x: Any, who: str) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{who} must be a torch.Tensor (N, 3, H, W), got {type(x).__name__}")
+    if x.ndim != 4 or x.shape[1] != 3:
+        raise ValueError(f"{who} must be a batch of RGB images (N, 3, H, W), got shape {tuple(x.shape)}; "
+                         "replicate grey images to 3 channels")
+    if not (x.dtype == torch.uint8 or x.is_floating_point()):
+        raise ValueError(f"{who} must be uint8 or float in [0, 1], got {x.dtype}")
+    return x
+
+
+class TransformNet(nn.Module):
+    """ψ(h_θ(x)): the public transformation network ``h`` followed by the classifier ``psi``.
+
+    ``forward(x)`` returns ψ's logits (so :func:`ppml.train.evaluate` scores plain test images
+    end to end); ``forward(x, return_images=True)`` returns ``(logits, h(x))`` so a loss hook
+    calls the (possibly DDP-wrapped) model once per step. With ``freeze_psi=True`` ψ's
+    parameters get ``requires_grad=False`` and ψ stays in eval mode (BatchNorm statistics fixed)
+    even while the whole module is in training mode.
+    """
+
+    def __init__(self, h: nn.Module, psi: nn.Module, *, freeze_psi: bool = False) -> None:
+        super().__init__()
+        self.h = h
+        self.psi = psi
+        self.freeze_psi = bool(freeze_psi)
+        if self.freeze_psi:
+            psi.requires_grad_(False)
+            psi.eval()
+
+    def train(self, mode: bool = True) -> "TransformNet":
+        super().train(mode)
+        if self.freeze_psi:
+            self.psi.eval()
+        return self
+
+    def forward(self, x: torch.Tensor, return_images: bool = False) -> Any:
+        xh = self.h(x)
+        logits = self.psi(xh)
+        return (logits, xh) if return_images else logits
+
+
+def build_transformnet(num_classes: int = 10, *, width: int = 64, depth: int = 4, classifier: str = "resnet20",
+                       psi: nn.Module | None = None, regime: str = "joint") -> TransformNet:
+    """A fresh h_θ (``transformation_network`` U-Net of ``width``/``depth``) and ψ: a fresh
+    ``classifier`` from the model registry for ``regime="joint"``, or the given pre-trained
+    ``psi`` (required, then frozen) for ``regime="frozen"``.
+
+    >>> build_transformnet(3, width=4, depth=1).psi.fc.out_features
+    3
+    """
+    if regime not in REGIMES:
+        raise ValueError(f"regime must be one of {', '.join(REGIMES)}, got {regime!r}")
+    if regime == "frozen" and psi is None:
+        raise ValueError("regime='frozen' needs psi=, a classifier already trained on plain images "
+                         "(train one with ppml.train.fit first), or use regime='joint'")
+    h = create_model("transformation_network", width=width, depth=depth)
+    if psi is None:
+        psi = create_model(classifier, num_classes=num_classes)
+    return TransformNet(h, psi, freeze_psi=regime == "frozen")
+
+
+class TransformationLoss:
+    """The loss hook of Eq. (4) for :func:`ppml.train.fit` / :func:`ppml.train.evaluate`:
+    ``loss(model, x, y) -> (L_trans, logits)`` with
+    ``L_trans = CE(ψ(h(x)), y) − alpha · L_feat(x, h(x))`` averaged over the batch.
+
+    ``model`` is a :class:`TransformNet` (or its DDP wrapper); ``x`` float images in [0, 1].
+    ``features`` is the layer-k network φ_k of Eq. (6); by default
+    ``ppml.metrics.VGG16Features(layer)`` (real ImageNet VGG16, ImageNet normalisation inside),
+    built on first use and moved to the batch's device. The batch means of the two terms of the
+    last call are kept in ``last`` (``{"ce": ..., "feat": ...}``) for logging. The instance's
+    ``__qualname__`` names α and the layer, so :func:`fit`'s checkpoint fingerprint tells runs
+    with different α apart.
+
+    >>> import torch.nn as nn
+    >>> from ppml.models import create_model
+    >>> net = build_transformnet(2, width=4, depth=1)
+    >>> hook = TransformationLoss(0.5, features=nn.Identity())
+    >>> loss, logits = hook(net, torch.rand(4, 3, 8, 8), torch.tensor([0, 1, 0, 1]))
+    >>> bool(torch.isclose(loss, torch.tensor(hook.last["ce"] - 0.5 * hook.last["feat"])))
+    True
+    """
+
+    def __init__(self, alpha: float, *, layer: str = "relu2_2", features: nn.Module | None = None) -> None:
+        alpha = float(alpha)
+        if not alpha >= 0.0 or alpha != alpha or alpha == float("inf"):
+            raise ValueError(f"alpha must be a finite number >= 0 (the weight of -L_feat in Eq. 4), got {alpha!r}")
+        self.alpha = alpha
+        self.layer = layer
+        self.features = features
+        self.last: dict[str, float] = {}
+        self.__qualname__ = f"TransformationLoss(alpha={alpha:g}, layer={layer})"
+
+    def _phi(self, device: torch.device) -> nn.Module:
+        if self.features is None:
+            from .metrics import VGG16Features  # heavy: built on first use only
+
+            self.features = VGG16Features(layer=self.layer)
+        self.features.requires_grad_(False).eval()
+        p = next(iter(self.features.parameters()), None)
+        if p is not None and p.device != device:
+            self.features.to(device)
+        return self.features
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits, xh = model(x, return_images=True)
+        ce = F.cross_entropy(logits, y)
+        if self.alpha == 0.0:
+            feat = ce.new_zeros(())
+        else:
+            feat = feature_reconstruction_loss(self._phi(x.device), x, xh)
+        self.last = {"ce": float(ce.detach()), "feat": float(feat.detach())}
+        return ce - self.alpha * feat, logits
+
+    def __repr__(self) -> str:
+        return self.__qualname__
+
+
+@torch.no_grad()
+def protect(h: nn.Module, images: torch.Tensor, *, batch_size: int = 256,
+            device: torch.device | str | None = None) -> torch.Tensor:
+    """Protected images ``h(x)`` of a whole set, in batches, in eval mode, on the CPU;
+    uint8 in → uint8 out (rounded), float in [0, 1] → float. ``h`` may be a
+    :class:`TransformNet` (its ``h`` is used) or the bare transformation network.
+
+    >>> from ppml.models import create_model
+    >>> h = create_model("transformation_network", width=4, depth=1)
+    >>> y = protect(h, torch.zeros(3, 3, 8, 8, dtype=torch.uint8)); y.shape, y.dtype
+    (torch.Size([3, 3, 8, 8]), torch.uint8)
+    """
+    _check_images(images, "images")
+    net = h.h if isinstance(h, TransformNet) else h
+    dev = torch.device(device) if device is not None else next(net.parameters()).device
+    was = net.training
+    net.eval()
+    out = []
+    try:
+        for i in range(0, len(images), batch_size):
+            xb = images[i:i + batch_size].to(dev)
+            xb = xb.float() / 255 if xb.dtype == torch.uint8 else xb.float()
+            out.append(net(xb).float().clamp(0, 1).cpu())
+    finally:
+        net.train(was)
+    res = torch.cat(out) if out else torch.zeros(0, *images.shape[1:])
+    return (res * 255).round().to(torch.uint8) if images.dtype == torch.uint8 else res.to(images.dtype)
+
+
+@torch.no_grad()
+def feature_distances(features: nn.Module, x: torch.Tensor, x_hat: torch.Tensor, *,
+                      batch_size: int = 256) -> torch.Tensor:
+    """Per-image L_feat of Eq. (6) between plain ``x`` and protected ``x_hat`` (uint8 or
+    float, same shape), computed in batches on ``features``' device; returns (N,) on the CPU.
+
+    >>> feature_distances(nn.Identity(), torch.zeros(2, 3, 4, 4), torch.ones(2, 3, 4, 4)).tolist()
+    [1.0, 1.0]
+    """
+    _check_images(x, "x")
+    _check_images(x_hat, "x_hat")
+    if x.shape != x_hat.shape:
+        raise ValueError(f"x and x_hat differ in shape: {tuple(x.shape)} vs {tuple(x_hat.shape)}")
+    p = next(iter(features.parameters()), None)
+    dev = p.device if p is not None else torch.device("cpu")
+    out = []
+    for i in range(0, len(x), batch_size):
+        a, b = (t[i:i + batch_size].to(dev) for t in (x, x_hat))
+        a, b = (t.float() / 255 if t.dtype == torch.uint8 else t.float() for t in (a, b))
+        out.append(feature_reconstruction_loss(features, a, b, reduction="none").cpu())
+    return torch.cat(out)
+
+
+def train_transformnet(train_data: Any, *, alpha: float, regime: str = "joint", psi: nn.Module | None = None,
+                       num_classes: int | None = None, width: int = 64, depth: int = 4,
+                       classifier: str = "resnet20", layer: str = "relu2_2", features: nn.Module | None = None,
+                       val_data: Any = None, epochs: int = 200, optimizer: str = "sgd", lr: float = 0.1,
+                       momentum: float = 0.9, weight_decay: float = 5e-4, schedule: str = "multistep",
+                       milestones: Sequence[int] | None = (60, 120, 160), gamma: float = 0.2,
+                       batch_size: int = 128, transforms: Any = None, select_best: str | None = "auto",
+                       seed: int = 0, **fit_kwargs: Any) -> tuple[TransformNet, FitResult]:
+    """Train h_θ (and ψ, for ``regime="joint"``) on Eq. (4) and return ``(model, history)``.
+
+    Defaults are the paper's (§III-A): 200 epochs, SGD momentum 0.9, weight decay 5e-4, lr 0.1
+    × 0.2 at epochs 60/120/160, batch 128; ``select_best="auto"`` keeps the epoch with the
+    lowest validation L_trans when ``val_data`` is given ("we selected the network that
+    provided the lowest loss value under the use of the validation set"). ``train_data`` and
+    ``val_data`` are anything :func:`ppml.train.fit` takes (e.g. :class:`ppml.data.ImageData`);
+    ``transforms`` are the training augmentations (the paper: random crop and flip).
+    ``regime="frozen"`` needs ``psi`` (trained on plain images); only h_θ is trained then.
+    ``num_classes`` defaults to ``train_data.num_classes``. Other keyword arguments go to
+    :func:`ppml.train.fit` (``device``, ``checkpoint_dir``, ``progress``, ...). For the
+    milestones to scale with a shorter run, pass ``milestones=None`` (50 %/75 %) or your own.
+    """
+    if regime not in REGIMES:
+        raise ValueError(f"regime must be one of {', '.join(REGIMES)}, got {regime!r}")
+    if num_classes is None:
+        num_classes = getattr(train_data, "num_classes", None)
+        if num_classes is None and psi is None:
+            raise ValueError("num_classes is needed when train_data has no .num_classes")
+    model = build_transformnet(num_classes or 10, width=width, depth=depth, classifier=classifier, psi=psi,
+                               regime=regime)
+    hook = TransformationLoss(alpha, layer=layer, features=features)
+    if select_best == "auto":
+        select_best = "val_loss" if val_data is not None else None
+    res = fit(model, train_data, epochs=epochs, val_data=val_data, batch_size=batch_size, transforms=transforms,
+              optimizer=optimizer, lr=lr, momentum=momentum, weight_decay=weight_decay, schedule=schedule,
+              milestones=milestones, gamma=gamma, loss=hook, select_best=select_best, seed=seed, **fit_kwargs)
+    return model, res
