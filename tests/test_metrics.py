@@ -235,3 +235,17 @@ def test_vgg16_features_and_feature_distance(pairs):
     assert xr.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="unknown layer 'relu9_9'.*relu2_2"):
         metrics.VGG16Features("relu9_9")
+
+
+# --------------------------------------------------------------------------- FID
+def test_fid_offline_says_why_and_never_substitutes(monkeypatch, tmp_path):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    monkeypatch.setenv("PPML_DOWNLOAD", "0")
+    assert not metrics.fid_available()
+    x = photo_crops(4, 32, seed=0)
+    with pytest.raises(metrics.WeightsNotAvailable, match=r"FID skipped: .*pt_inception-2015-12-05.*PPML_DOWNLOAD=1"):
+        metrics.fid(x, x)
+    # with the file in place (here: an empty stand-in) FID counts as available
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / metrics.FID_WEIGHTS_FILE).touch()
+    assert metrics.fid_available()
