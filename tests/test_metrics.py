@@ -249,3 +249,61 @@ def test_fid_offline_says_why_and_never_substitutes(monkeypatch, tmp_path):
     (tmp_path / "checkpoints").mkdir()
     (tmp_path / "checkpoints" / metrics.FID_WEIGHTS_FILE).touch()
     assert metrics.fid_available()
+
+
+# --------------------------------------------------------------------------- no-reference
+def _luma(x: torch.Tensor) -> torch.Tensor:
+    return (x.double() / 255 * torch.tensor([0.2989, 0.5870, 0.1140], dtype=torch.float64).view(1, 3, 1, 1)).sum(1)
+
+
+#: recorded from the reference implementations (scratch environment; not dependencies):
+#: brisque 0.2.0 ``BRISQUE().score`` (with opencv-python-headless 5.0.0.93, its float() of a
+#: 1-element array fixed for NumPy 2) on photo_crops(6, 32, seed=21);
+#: pypiqe 1.2 ``piqe`` on the 0.2989/0.5870/0.1140 luma of photo_crops(6, 48, seed=5);
+#: scikit-video 1.1.11 ``skvideo.measure.niqe`` (scipy.misc.imresize shimmed with PIL bicubic,
+#: np.int = int) on the same luma of photo_crops(4, 200, seed=3, scale=None).
+BRISQUE_REF = [26.40166, 19.95294, 63.02093, 32.83307, 49.33456, 29.70491]
+PIQE_REF = [47.61762, 46.82356, 30.2345, 49.04506, 19.28528, 57.49243]
+NIQE_REF = [67.7749, 26.9012, 65.1492, 58.2212]
+
+
+def test_brisque_matches_the_brisque_package():
+    x = photo_crops(6, 32, seed=21)
+    np.testing.assert_allclose(metrics.brisque(x).numpy(), BRISQUE_REF, atol=1e-4)
+    # batched = one by one; uint8 = float
+    assert torch.allclose(metrics.brisque(x[2:3]), metrics.brisque(x)[2:3], atol=1e-4)
+    assert torch.allclose(metrics.brisque(x.float() / 255), metrics.brisque(x), atol=1e-4)
+
+
+def test_piqe_matches_pypiqe_and_its_limits():
+    x = photo_crops(6, 48, seed=5)
+    np.testing.assert_allclose(metrics.piqe(x).numpy(), PIQE_REF, atol=1e-4)
+    grey = (_luma(x) * 255).float()[:, None] / 255  # a grey input is used as the luma itself
+    np.testing.assert_allclose(metrics.piqe(grey).numpy(), PIQE_REF, atol=1e-3)
+    # a uniform image has no active block: the worst score, 100 (MATLAB's documented behaviour)
+    assert torch.equal(metrics.piqe(torch.full((2, 3, 32, 32), 0.5)), torch.full((2,), 100.0))
+    assert torch.equal(metrics.piqe(torch.zeros(1, 3, 16, 16)), torch.full((1,), 100.0))
+    with pytest.raises(ValueError, match="at least 16×16"):
+        metrics.piqe(torch.zeros(1, 3, 8, 8))
+
+
+def test_niqe_matches_scikit_video_and_upsamples_small_images():
+    x = photo_crops(4, 200, seed=3, scale=None)
+    np.testing.assert_allclose(metrics.niqe(x).numpy(), NIQE_REF, atol=0.05)  # skvideo: float32 MSCN
+    small = photo_crops(3, 32, seed=0)
+    with pytest.raises(ValueError, match="at least 194×194; pass upsample=True"):
+        metrics.niqe(small, upsample=False)
+    import torch.nn.functional as F
+
+    up = F.interpolate(small.double() / 255, scale_factor=7, mode="bicubic", align_corners=False)
+    assert torch.allclose(metrics.niqe(small), metrics.niqe(up.clamp(0, 1)), rtol=1e-3)
+
+
+def test_no_reference_scores_rise_with_noise():
+    x = photo_crops(8, 64, seed=9)
+    noise = 40 * torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
+    noisy = (x.float() + noise).clamp(0, 255).round().to(torch.uint8)
+    for f in (metrics.brisque, metrics.niqe, metrics.piqe):
+        clean, bad = f(x), f(noisy)
+        assert clean.shape == (8,) and torch.isfinite(clean).all()
+        assert bad.mean() > clean.mean() + 10, f.__name__
