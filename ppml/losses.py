@@ -3,6 +3,8 @@ ScrambleMix and the feature-reconstruction loss of the transformation network.""
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn as nn
 
@@ -46,3 +48,80 @@ def feature_reconstruction_loss(features: nn.Module, x: torch.Tensor, x_hat: tor
     if reduction == "none":
         return per_image
     return per_image.mean() if reduction == "mean" else per_image.sum()
+
+
+# --------------------------------------------------------------------------- self-teaching loss
+# (ScrambleMix of Madono, Tanaka & Onishi; notebook 01)
+
+
+def self_teaching_loss(logits: torch.Tensor, *, stop_grad: bool = True) -> torch.Tensor:
+    """ScrambleMix's self-teaching loss ``L_ST = 1/(BD) Σ_i Σ_d KL(ŷ_{i,d} ‖ ȳ_i)`` (slides
+    "Self-Teaching Loss"), with ``ȳ_i = StopGrad[1/D Σ_d ŷ_{i,d}]`` the mean posterior of the
+    ``D`` views of image ``i``.
+
+    ``logits``: ``(B, D, K)``. ``stop_grad=False`` keeps the gradient through ``ȳ`` as the
+    authors' code did (their generalised Jensen–Shannon term). Both give the same value and
+    the same gradient with respect to the logits: ∂L/∂ȳ_k = −1 for every class k, and the
+    columns of a softmax Jacobian sum to zero — the option changes only the autograd graph.
+    Computed in log space (log ȳ by logsumexp), so it is finite for saturated posteriors.
+
+    >>> z = torch.tensor([[[2.0, 0.0], [2.0, 0.0]]])           # two identical views
+    >>> abs(float(self_teaching_loss(z))) < 1e-6
+    True
+    >>> z = torch.log(torch.tensor([[[0.9, 0.1], [0.1, 0.9]]]))  # ȳ = (0.5, 0.5)
+    >>> round(float(self_teaching_loss(z)), 4)                   # = 0.9 ln 1.8 + 0.1 ln 0.2
+    0.3681
+    """
+    if not isinstance(logits, torch.Tensor) or logits.ndim != 3:
+        raise ValueError(f"self_teaching_loss: expected logits of shape (B, D, K), got "
+                         f"{tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__}")
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    log_mean = torch.logsumexp(logp, dim=1, keepdim=True) - math.log(logits.shape[1])
+    if stop_grad:
+        log_mean = log_mean.detach()
+    return (logp.exp() * (logp - log_mean)).sum(-1).mean()
+
+
+def scramblemix_loss(logits: torch.Tensor, target: torch.Tensor, *, lam: float = 1.0,
+                     stop_grad: bool = True) -> torch.Tensor:
+    """``L = L_CE + λ·L_ST`` with ``L_CE = 1/(BD) Σ_i Σ_d CE(ŷ_{i,d}, y_i)`` for logits
+    ``(B, D, K)`` and labels ``(B,)`` (class indices) or ``(B, K)`` (soft). λ = 1 in the
+    authors' code; λ = 0 is cross-entropy over the views only.
+
+    >>> z = torch.zeros(2, 3, 4); y = torch.tensor([0, 1])
+    >>> round(float(scramblemix_loss(z, y)), 4)  # ln 4, the views agree so L_ST = 0
+    1.3863
+    """
+    if not isinstance(logits, torch.Tensor) or logits.ndim != 3:
+        raise ValueError("scramblemix_loss: expected logits of shape (B, D, K)")
+    b, d, k = logits.shape
+    if target.shape[0] != b:
+        raise ValueError(f"scramblemix_loss: {b} images of logits but {target.shape[0]} labels")
+    t = target.repeat_interleave(d, 0)
+    ce = nn.functional.cross_entropy(logits.reshape(b * d, k).float(), t.float() if t.ndim == 2 else t)
+    return ce + lam * self_teaching_loss(logits, stop_grad=stop_grad) if lam else ce
+
+
+def scramblemix_loss_hook(lam: float = 1.0, *, stop_grad: bool = True):
+    """A loss hook ``loss(model, x, y)`` for :func:`ppml.train.fit` on ScrambleMix views.
+
+    ``x`` is ``(B, D, C, H, W)`` (e.g. :class:`ppml.ciphers.ScrambleMix` as the loader's last
+    transform); the ``B·D`` views go through the model as **one** batch, and the hook returns
+    ``(L_CE + λ·L_ST, logits of the first view)`` — accuracy is counted once per image.
+
+    >>> m = nn.Sequential(nn.Flatten(), nn.Linear(12, 3))
+    >>> loss, logits = scramblemix_loss_hook(1.0)(m, torch.rand(4, 2, 3, 2, 2), torch.tensor([0, 1, 2, 0]))
+    >>> loss.ndim, logits.shape
+    (0, torch.Size([4, 3]))
+    """
+
+    def scramblemix_hook(model: nn.Module, x: torch.Tensor, y: torch.Tensor):
+        if x.ndim != 5:
+            raise ValueError(f"the ScrambleMix loss hook needs views (B, D, C, H, W), got shape {tuple(x.shape)}; "
+                             "put a ScrambleMix transform last in the loader's transforms")
+        b, d = x.shape[:2]
+        logits = model(x.reshape(b * d, *x.shape[2:])).view(b, d, -1)
+        return scramblemix_loss(logits, y, lam=lam, stop_grad=stop_grad), logits[:, 0]
+
+    scramblemix_hook.__qualname__ = f"scramblemix_hook(lam={lam}, stop_grad={stop_grad})"
+    return scramblemix_hook

@@ -35,8 +35,14 @@ from ppml.ciphers.le import LE
 from ppml.ciphers.pe import PE
 from ppml.keys import BlockScrambleKey, EtCKey, ELEKey, Key, LEKey, PEKey
 
+# Randomised mixing encoders (no inverse): ScrambleMix and its baselines (notebook 01).
+from ppml.ciphers.scramblemix import ScrambleMix, evaluate_views, predict_views  # noqa: E402
+from ppml.ciphers.instahide import InstaHide  # noqa: E402
+from ppml.ciphers.datamix import DataMix  # noqa: E402
+
 __all__ = ["Cipher", "ByteCipher", "NibbleCipher", "EtC", "BlockScramble", "PE", "LE", "ELE",
            "cipher_for", "CIPHERS"]
+__all__ += ["ScrambleMix", "InstaHide", "DataMix", "predict_views", "evaluate_views"]
 
 #: key class → cipher class
 CIPHERS: dict[type[Key], type[Cipher]] = {

@@ -1,0 +1,320 @@
+"""ScrambleMix (Madono, Tanaka & Onishi): mix two scramblings of an image under a key pair.
+
+A key set holds ``P`` key **pairs** ``(k_a, k_b)`` of a scrambling cipher ``S`` (pixel-based
+encryption, PE, by default, as in the authors' code; LE or EtC selectable). One *view* of an
+image ``x`` under pair ``p`` is (slides "ScrambleMix (Proposed)")::
+
+    v = (1 - m) · S(x; k_a) + m · S(x; k_b),      m ~ Beta(α, α)
+
+with images in [0, 1]. The authors' code uses ``P = 4`` pairs and ``α = 5e-3``, so ``m`` is
+almost always within 1e-2 of 0 or 1 and a view is essentially one of the ``2P`` scramblings.
+Training uses ``D`` views per image per step (one per pair, :meth:`ScrambleMix.views`); the
+edge sends one view at inference (``T = 1``, :meth:`ScrambleMix.sample`) or ``T`` views whose
+posteriors the server averages (:func:`predict_views`, slides "Inference").
+
+This is a *randomised encoder*, not a cipher: ``m`` is fresh for every view and is not sent,
+so there is no ``inverse``. Randomness comes from an explicit ``torch.Generator`` (CPU), as
+for every batch transform of :mod:`ppml.loader`, so runs are reproducible.
+
+Deviations of the authors' code (REFERENCE_FACTS.md), available as options:
+``compat="reference"`` applies their PE channel shuffle, which assigns numpy views in
+sequence and so duplicates a channel for 5 of the 6 codes (not invertible; derived here by
+simulating that assignment, :func:`reference_channel_map`); they also fed the network values
+in [0, 255] — not reproduced (a scale factor the first BatchNorm absorbs).
+
+>>> import torch
+>>> sm = ScrambleMix.generate(num_pairs=2, image_size=8, seed=0)
+>>> x = torch.randint(0, 256, (5, 3, 8, 8), dtype=torch.uint8)
+>>> v = sm.views(x, torch.Generator().manual_seed(0))
+>>> v.shape, v.dtype, bool(v.min() >= 0) and bool(v.max() <= 1)
+(torch.Size([5, 2, 3, 8, 8]), torch.float32, True)
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from ppml.keys import EtCKey, Key, LEKey, PEKey, channel_permutations
+
+__all__ = ["ScrambleMix", "ReferencePE", "reference_channel_map", "predict_views", "evaluate_views",
+           "SCHEMES"]
+
+#: scrambling schemes selectable by name in :meth:`ScrambleMix.generate`
+SCHEMES = ("pe", "le", "etc")
+_KEYS: dict[str, type[Key]] = {"pe": PEKey, "le": LEKey, "etc": EtCKey}
+_AVERAGES = ("probs", "logits")
+
+
+def reference_channel_map(channels: int = 3) -> np.ndarray:
+    """What the authors' PE channel shuffle really computes, per permutation code: ``(C!, C)``.
+
+    Their code writes ``img[:,:,0], img[:,:,1], img[:,:,2] = img[:,:,p0], img[:,:,p1], img[:,:,p2]``
+    on a numpy array; the right-hand side holds *views*, so a channel already overwritten is
+    read back. This simulates exactly that assignment on an image whose channel ``c`` holds
+    the value ``c`` and returns, for each code, the source channel of every output channel.
+    Only the identity stays a permutation.
+
+    >>> reference_channel_map().tolist()
+    [[0, 1, 2], [0, 2, 2], [1, 1, 2], [1, 2, 1], [2, 2, 2], [2, 1, 2]]
+    """
+    out = []
+    for perm in channel_permutations(channels):
+        img = np.arange(channels).reshape(1, 1, channels).copy()
+        views = [img[:, :, int(p)] for p in perm]  # views, evaluated before the writes
+        for c, v in enumerate(views):
+            img[:, :, c] = v
+        out.append(img[0, 0].copy())
+    return np.stack(out)
+
+
+class ReferencePE(nn.Module):
+    """PE as the ScrambleMix code computes it (duplicating channel shuffle; not invertible).
+
+    Negation first (``v -> 255 - v`` where ``key.negpos`` is 1), then output channel ``j``
+    takes channel ``reference_channel_map()[code][j]`` of the negated pixel. uint8 → uint8;
+    float in [0, 1] → float (quantised to 8 bits like :class:`~ppml.ciphers.PE`).
+
+    >>> k = PEKey(negpos=np.zeros((3, 1, 1), dtype=np.int64), channel_perm=np.array([[1]]))
+    >>> ReferencePE(k)(torch.tensor([10, 20, 30], dtype=torch.uint8).view(1, 3, 1, 1)).flatten().tolist()
+    [10, 30, 30]
+    """
+
+    def __init__(self, key: PEKey) -> None:
+        super().__init__()
+        if not isinstance(key, PEKey):
+            raise TypeError(f"ReferencePE needs a PEKey, got {type(key).__name__}")
+        self.key = key
+        src = reference_channel_map(key.channels)[key.channel_perm]  # (H, W, C)
+        self.register_buffer("src", torch.from_numpy(np.moveaxis(src, -1, 0).copy()))  # (C, H, W)
+        self.register_buffer("neg", torch.from_numpy(key.negpos.astype(bool).copy()))
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4 or tuple(x.shape[1:]) != tuple(self.neg.shape):
+            raise ValueError(f"ReferencePE: expected (N, {', '.join(map(str, self.neg.shape))}), got {tuple(x.shape)}")
+        q = x if x.dtype == torch.uint8 else (x.float() * 255).round().to(torch.uint8)
+        y = torch.where(self.neg, 255 - q, q)
+        y = torch.gather(y, 1, self.src.expand_as(y))
+        return y if x.dtype == torch.uint8 else y.to(x.dtype) / 255
+
+    def extra_repr(self) -> str:
+        return f"image_size={tuple(self.neg.shape[1:])}, key={self.key.fingerprint!r}"
+
+
+def _scrambler(k: Any, compat: str) -> nn.Module:
+    if isinstance(k, nn.Module):
+        return k
+    if isinstance(k, Key):
+        if compat == "reference" and isinstance(k, PEKey):
+            return ReferencePE(k)
+        from ppml.ciphers import cipher_for
+        return cipher_for(k)
+    raise TypeError(f"a key pair must hold ppml keys or cipher modules, got {type(k).__name__}")
+
+
+class ScrambleMix(nn.Module):
+    """The ScrambleMix encoder: ``P`` key pairs of a scrambling cipher, mixed with ``m ~ Beta(α, α)``.
+
+    Args:
+        pairs: a sequence of ``(k_a, k_b)``: ppml keys (turned into ciphers) or cipher modules.
+        alpha: the Beta parameter (5e-3 in the authors' code).
+        mix_ratio: a fixed ``m`` instead of sampling (e.g. 0 = always ``k_a``: plain scrambling).
+        compat: ``"paper"`` (invertible PE) or ``"reference"`` (the code's duplicating PE
+            channel shuffle, :class:`ReferencePE`); only affects PE keys.
+
+    All outputs are float32 in [0, 1] on the input's device.
+    """
+
+    def __init__(self, pairs: Sequence[tuple[Any, Any]], *, alpha: float = 5e-3, mix_ratio: float | None = None,
+                 compat: str = "paper") -> None:
+        super().__init__()
+        pairs = list(pairs)
+        if not pairs or any(not isinstance(p, (tuple, list)) or len(p) != 2 for p in pairs):
+            raise ValueError("pairs must be a non-empty sequence of (key_a, key_b) pairs; "
+                             "use ScrambleMix.generate(num_pairs=...) to draw them")
+        if compat not in ("paper", "reference"):
+            raise ValueError(f"compat must be 'paper' or 'reference', got {compat!r}")
+        if mix_ratio is None and not (isinstance(alpha, (int, float)) and alpha > 0):
+            raise ValueError(f"alpha must be > 0 (or give a fixed mix_ratio), got {alpha!r}")
+        if mix_ratio is not None and not 0.0 <= float(mix_ratio) <= 1.0:
+            raise ValueError(f"mix_ratio must lie in [0, 1], got {mix_ratio!r}")
+        self.alpha = float(alpha)
+        self.mix_ratio = None if mix_ratio is None else float(mix_ratio)
+        self.compat = compat
+        self.scramblers = nn.ModuleList(_scrambler(k, compat) for p in pairs for k in p)  # 2p, 2p+1
+
+    @classmethod
+    def generate(cls, *, num_pairs: int = 4, scheme: str = "pe", image_size: Any = 32, block_size: int = 4,
+                 seed: int | None = None, **kw: Any) -> "ScrambleMix":
+        """A fresh key set of ``num_pairs`` pairs of ``scheme`` keys (``"pe"``, ``"le"``, ``"etc"``).
+
+        ``seed`` makes the keys reproducible (key ``i`` uses seed ``(seed, i)``); ``None``
+        draws them from OS entropy. ``block_size`` is ignored for PE.
+
+        >>> ScrambleMix.generate(num_pairs=3, image_size=8, seed=1).num_pairs
+        3
+        """
+        if scheme not in SCHEMES:
+            raise ValueError(f"unknown scheme {scheme!r}; valid: {', '.join(SCHEMES)}")
+        if int(num_pairs) < 1:
+            raise ValueError(f"num_pairs must be >= 1, got {num_pairs}")
+        keys = []
+        for i in range(2 * int(num_pairs)):
+            s = None if seed is None else np.random.SeedSequence([int(seed), i])
+            if scheme == "pe":
+                keys.append(PEKey.generate(image_size=image_size, seed=s))
+            else:
+                keys.append(_KEYS[scheme].generate(image_size=image_size, block_size=block_size, seed=s))
+        return cls([(keys[2 * i], keys[2 * i + 1]) for i in range(int(num_pairs))], **kw)
+
+    @property
+    def num_pairs(self) -> int:
+        """Number of key pairs ``P``."""
+        return len(self.scramblers) // 2
+
+    def sample_m(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``n`` mixing ratios ``m ~ Beta(α, α)`` (float64, CPU), or the fixed ``mix_ratio``.
+
+        Drawn as ``G_b / (G_a + G_b)`` with Gamma(α) variables from ``generator`` (so
+        reproducible), computed in log space: for α = 5e-3 the Gammas themselves underflow.
+
+        >>> m = ScrambleMix.generate(num_pairs=1, image_size=4, seed=0).sample_m(10000, torch.Generator().manual_seed(0))
+        >>> round(float(((m > 0.01) & (m < 0.99)).double().mean()), 2)  # about 2 % of draws are mixed
+        0.02
+        """
+        if self.mix_ratio is not None:
+            return torch.full((n,), self.mix_ratio, dtype=torch.float64)
+        # Gamma(α) via Marsaglia–Tsang's boost: G(α) = G(α + 1) · U^(1/α); in log space, since
+        # U^(1/α) underflows for α = 5e-3.
+        a = torch.full((2, n), self.alpha, dtype=torch.float64)
+        g1 = torch._standard_gamma(a + 1, generator=generator)
+        logu = torch.rand((2, n), generator=generator, dtype=torch.float64).clamp_min(1e-300).log()
+        logg = g1.log() + logu / self.alpha
+        return torch.sigmoid(logg[1] - logg[0])  # G_b / (G_a + G_b)
+
+    def encode(self, x: torch.Tensor, pair: torch.Tensor | int, m: torch.Tensor | float) -> torch.Tensor:
+        """Views of ``x`` (uint8, or float in [0, 1]) under pair index ``pair`` (one per image or
+        one for all) with ratio ``m`` (the same): float32 ``(N, C, H, W)`` in [0, 1].
+
+        >>> sm = ScrambleMix.generate(num_pairs=1, image_size=4, seed=0)
+        >>> x = torch.randint(0, 256, (2, 3, 4, 4), dtype=torch.uint8)
+        >>> torch.equal(sm.encode(x, 0, 0.0), sm.scramblers[0](x).float() / 255)
+        True
+        """
+        if not isinstance(x, torch.Tensor) or x.dim() != 4:
+            raise ValueError(f"ScrambleMix: expected a batch (N, C, H, W), got "
+                             f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
+        n = x.shape[0]
+        pair = torch.as_tensor(pair, dtype=torch.int64).expand(n).cpu() if not torch.is_tensor(pair) or pair.dim() == 0 \
+            else pair.to("cpu", torch.int64)
+        if pair.shape != (n,):
+            raise ValueError(f"pair must be one index or one per image ({n}), got shape {tuple(pair.shape)}")
+        if n and (int(pair.min()) < 0 or int(pair.max()) >= self.num_pairs):
+            raise ValueError(f"pair indices must lie in [0, {self.num_pairs})")
+        m = torch.as_tensor(m, dtype=torch.float32).expand(n) if not torch.is_tensor(m) or m.dim() == 0 \
+            else m.to(torch.float32)
+        if m.shape != (n,):
+            raise ValueError(f"m must be one ratio or one per image ({n}), got shape {tuple(m.shape)}")
+        m = m.to(x.device).view(n, 1, 1, 1)
+        out = torch.empty(x.shape, dtype=torch.float32, device=x.device)
+        for p in torch.unique(pair).tolist():  # loop over key pairs, never over images
+            idx = torch.nonzero(pair == p).reshape(-1).to(x.device)
+            part = x.index_select(0, idx)
+            a = self.scramblers[2 * p](part).float()
+            b = self.scramblers[2 * p + 1](part).float()
+            if x.dtype == torch.uint8:
+                a, b = a / 255, b / 255
+            mp = m.index_select(0, idx)
+            out[idx] = (1 - mp) * a + mp * b
+        return out
+
+    def views(self, x: torch.Tensor, generator: torch.Generator | None = None, *,
+              num_views: int | None = None) -> torch.Tensor:
+        """``num_views`` views per image (default ``P``, one per pair): ``(N, V, C, H, W)``.
+
+        View ``t`` uses pair ``t mod P`` and its own fresh ``m`` (so ``V > P`` repeats pairs
+        with new ratios; with α = 5e-3 that reaches the other key of the pair).
+        """
+        v = self.num_pairs if num_views is None else int(num_views)
+        if v < 1:
+            raise ValueError(f"num_views must be >= 1, got {num_views}")
+        n = x.shape[0]
+        pair = (torch.arange(v) % self.num_pairs).repeat_interleave(n)
+        m = self.sample_m(v * n, generator)
+        xs = x.unsqueeze(0).expand(v, *x.shape).reshape(v * n, *x.shape[1:])
+        return self.encode(xs, pair, m).view(v, n, *x.shape[1:]).transpose(0, 1)
+
+    def sample(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """One view per image with a uniformly drawn pair (what the edge sends at ``T = 1``)."""
+        pair = torch.randint(0, self.num_pairs, (x.shape[0],), generator=generator)
+        return self.encode(x, pair, self.sample_m(x.shape[0], generator))
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Batch transform for :class:`~ppml.loader.BatchLoader`: the ``D = P`` training views
+        ``(N, D, C, H, W)`` (pair with :func:`ppml.losses.scramblemix_loss_hook`)."""
+        return self.views(x, generator)
+
+    def extra_repr(self) -> str:
+        r = f"mix_ratio={self.mix_ratio}" if self.mix_ratio is not None else f"alpha={self.alpha}"
+        return f"num_pairs={self.num_pairs}, {r}, compat={self.compat!r}"
+
+
+def _batched_views(encode: Callable[[torch.Tensor, torch.Generator], torch.Tensor], images: torch.Tensor,
+                   batch_size: int, device: torch.device, seed: int):
+    g = torch.Generator().manual_seed(int(seed))
+    for i in range(0, len(images), batch_size):
+        yield encode(images[i:i + batch_size].to(device), g)
+
+
+@torch.no_grad()
+def predict_views(model: nn.Module, images: torch.Tensor,
+                  encode: Callable[[torch.Tensor, torch.Generator], torch.Tensor], *, average: str = "probs",
+                  batch_size: int = 256, seed: int = 0, device: torch.device | str | None = None,
+                  per_view: bool = False) -> torch.Tensor:
+    """Class probabilities ``(N, K)`` averaged over ``T`` encodings of every image (batched).
+
+    ``encode(x, generator)`` maps a uint8 batch ``(n, C, H, W)`` to ``(n, T, C, H, W)`` float
+    encodings, e.g. ``lambda x, g: sm.views(x, g, num_views=T)``; each batch's ``n·T`` encodings
+    go through the model at once. ``average="probs"`` averages the posteriors (slides,
+    "Inference"); ``"logits"`` averages logits and takes the softmax (the authors' code).
+    ``per_view=True`` returns the un-averaged ``(N, T, K)`` posteriors instead (e.g. to
+    average the first t views for every t ≤ T from one pass).
+
+    >>> m = nn.Sequential(nn.Flatten(), nn.Linear(12, 3))
+    >>> enc = lambda x, g: (x.float() / 255).unsqueeze(1).repeat(1, 4, 1, 1, 1)
+    >>> p = predict_views(m, torch.zeros(5, 3, 2, 2, dtype=torch.uint8), enc)
+    >>> p.shape, bool(torch.allclose(p.sum(1), torch.ones(5)))
+    (torch.Size([5, 3]), True)
+    """
+    if average not in _AVERAGES:
+        raise ValueError(f"average must be one of {', '.join(_AVERAGES)}, got {average!r}")
+    dev = torch.device(device) if device is not None else next(model.parameters()).device
+    was = model.training
+    model.eval()
+    out = []
+    try:
+        for v in _batched_views(encode, torch.as_tensor(images), batch_size, dev, seed):
+            if v.dim() != 5:
+                raise ValueError(f"encode must return (n, T, C, H, W), got shape {tuple(v.shape)}")
+            n, t = v.shape[:2]
+            logits = model(v.reshape(n * t, *v.shape[2:]).float()).float().view(n, t, -1)
+            if per_view:
+                p = logits.softmax(-1)
+            else:
+                p = logits.softmax(-1).mean(1) if average == "probs" else logits.mean(1).softmax(-1)
+            out.append(p.cpu())
+    finally:
+        model.train(was)
+    return torch.cat(out)
+
+
+def evaluate_views(model: nn.Module, data: Any, encode: Callable[[torch.Tensor, torch.Generator], torch.Tensor],
+                   **kw: Any) -> float:
+    """Accuracy of :func:`predict_views` on ``data`` (``.images``/``.labels`` or a pair)."""
+    images, labels = (data.images, data.labels) if hasattr(data, "images") else data
+    p = predict_views(model, images, encode, **kw)
+    return float((p.argmax(1) == torch.as_tensor(labels)).double().mean())

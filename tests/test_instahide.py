@@ -1,0 +1,184 @@
+"""InstaHide and DataMix encoders, and Carlini et al.'s attack (notebook 01)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ppml.attacks.instahide import (abs_features, encoding_similarity, inception_score, instahide_attack,
+                                    match_reconstructions, reconstruct_groups, train_colour_fix)
+from ppml.ciphers import DataMix, InstaHide
+from ppml.ciphers.datamix import predict_datamix
+from ppml.ciphers.instahide import instahide_loss_hook
+from ppml.keys import PEKey
+
+
+def gen(s=0):
+    return torch.Generator().manual_seed(s)
+
+
+@pytest.fixture
+def x():
+    return torch.rand(10, 3, 6, 6, generator=gen(3))
+
+
+def test_weights_follow_the_reference_rule():
+    w = InstaHide(k=4).sample_weights(5000, gen(0))
+    assert torch.allclose(w.sum(1), torch.ones(5000), atol=1e-6)
+    assert bool((w >= 0).all()) and bool(w.max() <= 0.65)
+    assert float(w.max()) > 0.6  # the cap binds: it is a resampling bound, not a clamp at a lower value
+    assert torch.equal(InstaHide(k=1).sample_weights(3, gen()), torch.ones(3, 1))
+
+
+def test_encoding_is_signed_weighted_sum_of_centred_partners(x):
+    y = torch.arange(10) % 3
+    b = InstaHide(k=4).encode(x, gen(1), y=y, num_classes=3)
+    assert torch.equal(b.partners[:, 0], torch.arange(10))
+    for j in range(1, 4):
+        assert torch.equal(b.partners[:, j].sort().values, torch.arange(10))  # each slot is a permutation
+    mix = sum(b.weights[:, j].view(-1, 1, 1, 1) * (2 * x[b.partners[:, j]] - 1) for j in range(4))
+    assert torch.allclose(b.images, b.signs * mix, atol=1e-6)
+    assert set(b.signs.unique().tolist()) == {-1, 1}
+    expected = sum(b.weights[:, j:j + 1] * F.one_hot(y[b.partners[:, j]], 3).float() for j in range(4))
+    assert torch.allclose(b.targets, expected, atol=1e-6)
+    assert float(b.images.abs().max()) <= 1.0
+
+
+def test_k1_is_only_the_sign_mask_and_draws_are_reproducible(x):
+    b = InstaHide(k=1).encode(x, gen(2))
+    assert torch.equal(b.images.abs(), (2 * x - 1).abs())
+    ih = InstaHide(k=3)
+    assert torch.equal(ih.encode(x, gen(4)).images, ih.encode(x, gen(4)).images)
+    assert ih.views(x, gen(), num_views=5).shape == (10, 5, 3, 6, 6)
+    u8 = (x * 255).round().to(torch.uint8)
+    assert torch.allclose(ih.encode(u8, gen(4)).images, ih.encode(u8.float() / 255, gen(4)).images)
+
+
+def test_cross_dataset_mode_labels_only_private_images(x):
+    pub = torch.rand(7, 3, 6, 6, generator=gen(5))
+    ih = InstaHide(k=4, public=pub, k_private=2)
+    y = torch.arange(10) % 2
+    b = ih.encode(x, gen(6), y=y, num_classes=2)
+    assert bool((b.partners[:, 2:] < 0).all()) and bool((b.partners[:, :2] >= 0).all())
+    pub_imgs = [pub[-1 - b.partners[:, j]] for j in (2, 3)]
+    mix = sum(b.weights[:, j].view(-1, 1, 1, 1) * (2 * x[b.partners[:, j]] - 1) for j in (0, 1)) + \
+        sum(b.weights[:, j].view(-1, 1, 1, 1) * (2 * p - 1) for j, p in zip((2, 3), pub_imgs))
+    assert torch.allclose(b.images, b.signs * mix, atol=1e-6)
+    assert torch.allclose(b.targets.sum(1), torch.ones(10), atol=1e-6)
+
+
+def test_instahide_errors(x):
+    with pytest.raises(ValueError, match="needs a public image pool"):
+        InstaHide(k=4, k_private=2)
+    with pytest.raises(ValueError, match="max_weight must lie in"):
+        InstaHide(k=4, max_weight=0.2)
+    with pytest.raises(ValueError, match="need num_classes="):
+        InstaHide(k=2).encode(x, gen(), y=torch.zeros(10, dtype=torch.long))
+    with pytest.raises(ValueError, match="expected a batch"):
+        InstaHide().encode(x[0])
+
+
+def test_instahide_hook_trains_on_mixed_soft_targets(x):
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(108, 3))
+    y = torch.arange(10) % 3
+    loss, logits = instahide_loss_hook(InstaHide(k=2), 3)(net, x, y)
+    assert logits.shape == (10, 3) and loss.ndim == 0 and float(loss.detach()) > 0
+
+
+# ----------------------------------------------------------------------------- DataMix
+def test_datamix_is_pe_of_the_quantised_mixture(x):
+    key = PEKey.generate(image_size=6, seed=0)
+    dm = DataMix(key)
+    y = torch.arange(10) % 3
+    b = dm.encode(x, gen(1), y=y, num_classes=3)
+    assert bool((b.lam >= 0.5).all()) and bool((b.lam < 1).all())
+    mix = b.lam.view(-1, 1, 1, 1) * x + (1 - b.lam.view(-1, 1, 1, 1)) * x[b.partners]
+    q = (mix * 255).round().to(torch.uint8)
+    assert torch.equal(b.images, dm.cipher(q).float() / 255)
+    onehot = F.one_hot(y, 3).float()
+    assert torch.allclose(b.targets, b.lam[:, None] * onehot + (1 - b.lam[:, None]) * onehot[b.partners])
+    assert torch.equal(DataMix(None).encode(x, gen(1)).images, q.float() / 255)
+    with pytest.raises(ValueError, match="lam_min must lie in"):
+        DataMix(key, lam_min=2)
+
+
+def test_datamix_decoding_removes_the_partner_share():
+    # a "model" that returns exactly the mixed one-hot label of the (unencrypted) mixture
+    class Oracle(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.zeros(1))
+
+        def forward(self, v):  # class 0 images are black, class 1 white: the mean pixel is λ-mix of labels
+            p1 = v.mean((1, 2, 3))
+            return torch.stack([1 - p1, p1], 1).clamp_min(1e-9).log()
+
+    imgs = torch.cat([torch.zeros(4, 3, 2, 2), torch.ones(4, 3, 2, 2)])
+    labels = torch.tensor([0] * 4 + [1] * 4)
+    dm = DataMix(None, lam_min=0.5)
+    p = predict_datamix(Oracle(), dm, imgs, imgs, labels, num_classes=2)
+    assert torch.equal(p.argmax(1), labels)
+    # decoded scores: the image's own share λ ≥ 0.5 on its class, the partner's share removed
+    assert bool((p.max(1).values >= 0.5 - 1e-5).all())
+    raw = predict_datamix(Oracle(), dm, imgs, imgs, labels, num_classes=2, decode=False)
+    assert torch.allclose(raw.sum(1), torch.ones(8), atol=1e-5) and not torch.allclose(raw, p)
+
+
+# ----------------------------------------------------------------------------- attack
+def test_abs_features_remove_the_sign_mask(x):
+    b = InstaHide(k=1).encode(x, gen(0))
+    assert torch.allclose(abs_features(b.images), (2 * x - 1).abs())
+    assert torch.allclose(abs_features(x, value_range=(0, 1)), x)
+    assert torch.allclose(abs_features(x, value_range=(0, 1), centre=True), (2 * x - 1).abs())
+    with pytest.raises(ValueError, match="hi > lo"):
+        abs_features(x, value_range=(1, 0))
+
+
+def test_attack_recovers_sign_masked_images_exactly_when_k_is_1(x):
+    enc = torch.cat([InstaHide(k=1).encode(x, gen(i)).images for i in range(4)])
+    r = instahide_attack(enc, 10, k=1, neighbours=3, iters=0)
+    truth = (2 * x - 1).abs()
+    m = match_reconstructions(truth, r.raw)
+    assert torch.allclose(r.raw[m], truth, atol=1e-5)
+    labels = r.labels.reshape(4, 10)
+    assert all(len(set(labels[:, i])) == 1 for i in range(10))  # the 4 encodings of an image share a group
+    assert len(set(labels[0])) == 10
+
+
+def test_similarity_and_group_reconstruction():
+    a = torch.rand(6, 3, 4, 4, generator=gen(1))
+    s = encoding_similarity(a)
+    assert torch.allclose(s, s.T) and torch.allclose(s.diagonal(), torch.ones(6), atol=1e-5)
+    labels = np.array([0, 0, 1, 1, 1, 2])
+    means = reconstruct_groups(a, labels, 3, iters=0)
+    assert torch.allclose(means[1], a[2:5].mean(0), atol=1e-6)
+    refined = reconstruct_groups(a, labels, 3, k=2, iters=10)
+    assert refined.shape == (3, 3, 4, 4) and bool((refined >= 0).all()) and bool((refined <= 1).all())
+
+
+def test_match_reconstructions_is_a_min_mse_assignment():
+    o = torch.rand(5, 3, 4, 4, generator=gen(2))
+    perm = torch.tensor([3, 0, 4, 1, 2])
+    r = o[perm] + 0.01 * torch.randn(5, 3, 4, 4, generator=gen(3))
+    m = match_reconstructions(o, r)
+    assert torch.equal(perm[m], torch.arange(5))
+
+
+def test_colour_fix_trains_and_maps_to_unit_range():
+    pub = torch.randint(0, 256, (16, 3, 16, 16), dtype=torch.uint8, generator=gen(0))
+    fix = train_colour_fix(pub, value_range=(-1, 1), centre=False, steps=3, batch_size=4, crop=8)
+    out = fix(torch.rand(2, 3, 16, 16))
+    assert out.shape == (2, 3, 16, 16) and bool((out >= 0).all()) and bool((out <= 1).all())
+
+
+def test_inception_score_never_uses_a_substitute_network():
+    from ppml import metrics
+
+    if metrics.fid_available():
+        pytest.skip("real Inception weights present: the offline refusal cannot be tested here")
+    with pytest.raises(metrics.WeightsNotAvailable, match="Inception Score"):
+        inception_score(torch.rand(2, 3, 8, 8))
