@@ -250,7 +250,7 @@ def inception_score(images: torch.Tensor, *, splits: int = 1, batch_size: int = 
     from ppml import metrics
 
     if not metrics.fid_available(download=download):
-        raise metrics.WeightsNotAvailable(metrics.fid_unavailable_reason().replace("FID", "Inception Score"))
+        raise metrics.WeightsNotAvailable(metrics.fid_unavailable_reason().replace("FID skipped", "Inception Score skipped"))
     from pytorch_fid.inception import fid_inception_v3
 
     net = fid_inception_v3().eval()
