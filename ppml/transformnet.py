@@ -33,6 +33,7 @@ Two training regimes (``regime=``):
 
 from __future__ import annotations
 
+import copy
 from typing import Any, Sequence
 
 import torch
@@ -44,7 +45,7 @@ from .models import create_model
 from .train import FitResult, fit
 
 __all__ = ["REGIMES", "TransformNet", "TransformationLoss", "build_transformnet", "protect",
-           "feature_distances", "train_transformnet"]
+           "feature_distances", "train_transformnet", "train_val_split", "identity_init"]
 
 #: Training regimes of h_θ (see the module docstring).
 REGIMES = ("joint", "frozen")
@@ -93,8 +94,10 @@ class TransformNet(nn.Module):
 
 
 def build_transformnet(num_classes: int = 10, *, width: int = 64, depth: int = 4, classifier: str = "resnet20",
-                       psi: nn.Module | None = None, regime: str = "joint") -> TransformNet:
-    """A fresh h_θ (``transformation_network`` U-Net of ``width``/``depth``) and ψ: a fresh
+                       psi: nn.Module | None = None, regime: str = "joint",
+                       h_init: nn.Module | None = None) -> TransformNet:
+    """A fresh h_θ (``transformation_network`` U-Net of ``width``/``depth``; or a deep copy of
+    ``h_init``, to fine-tune an already trained h_θ, e.g. warm-start α > 0 from α = 0) and ψ: a fresh
     ``classifier`` from the model registry for ``regime="joint"``, or the given pre-trained
     ``psi`` (required, then frozen) for ``regime="frozen"``.
 
@@ -106,7 +109,10 @@ def build_transformnet(num_classes: int = 10, *, width: int = 64, depth: int = 4
     if regime == "frozen" and psi is None:
         raise ValueError("regime='frozen' needs psi=, a classifier already trained on plain images "
                          "(train one with ppml.train.fit first), or use regime='joint'")
-    h = create_model("transformation_network", width=width, depth=depth)
+    if h_init is not None:
+        h = copy.deepcopy(h_init.h if isinstance(h_init, TransformNet) else h_init)
+    else:
+        h = create_model("transformation_network", width=width, depth=depth)
     if psi is None:
         psi = create_model(classifier, num_classes=num_classes)
     return TransformNet(h, psi, freeze_psi=regime == "frozen")
@@ -224,7 +230,8 @@ def feature_distances(features: nn.Module, x: torch.Tensor, x_hat: torch.Tensor,
 def train_transformnet(train_data: Any, *, alpha: float, regime: str = "joint", psi: nn.Module | None = None,
                        num_classes: int | None = None, width: int = 64, depth: int = 4,
                        classifier: str = "resnet20", layer: str = "relu2_2", features: nn.Module | None = None,
-                       val_data: Any = None, epochs: int = 200, optimizer: str = "sgd", lr: float = 0.1,
+                       h_init: nn.Module | None = None, val_data: Any = None, epochs: int = 200,
+                       optimizer: str = "sgd", lr: float = 0.1,
                        momentum: float = 0.9, weight_decay: float = 5e-4, schedule: str = "multistep",
                        milestones: Sequence[int] | None = (60, 120, 160), gamma: float = 0.2,
                        batch_size: int = 128, transforms: Any = None, select_best: str | None = "auto",
@@ -238,7 +245,9 @@ def train_transformnet(train_data: Any, *, alpha: float, regime: str = "joint", 
     ``val_data`` are anything :func:`ppml.train.fit` takes (e.g. :class:`ppml.data.ImageData`);
     ``transforms`` are the training augmentations (the paper: random crop and flip).
     ``regime="frozen"`` needs ``psi`` (trained on plain images); only h_θ is trained then.
-    ``num_classes`` defaults to ``train_data.num_classes``. Other keyword arguments go to
+    ``num_classes`` defaults to ``train_data.num_classes``. ``h_init`` starts h_θ from a copy
+    of a trained network instead of a fresh U-Net (not in the paper, which trains every α from
+    scratch; the CPU smoke run uses it to afford five values of α). Other keyword arguments go to
     :func:`ppml.train.fit` (``device``, ``checkpoint_dir``, ``progress``, ...). For the
     milestones to scale with a shorter run, pass ``milestones=None`` (50 %/75 %) or your own.
     """
@@ -249,7 +258,7 @@ def train_transformnet(train_data: Any, *, alpha: float, regime: str = "joint", 
         if num_classes is None and psi is None:
             raise ValueError("num_classes is needed when train_data has no .num_classes")
     model = build_transformnet(num_classes or 10, width=width, depth=depth, classifier=classifier, psi=psi,
-                               regime=regime)
+                               regime=regime, h_init=h_init)
     hook = TransformationLoss(alpha, layer=layer, features=features)
     if select_best == "auto":
         select_best = "val_loss" if val_data is not None else None
@@ -257,3 +266,46 @@ def train_transformnet(train_data: Any, *, alpha: float, regime: str = "joint", 
               optimizer=optimizer, lr=lr, momentum=momentum, weight_decay=weight_decay, schedule=schedule,
               milestones=milestones, gamma=gamma, loss=hook, select_best=select_best, seed=seed, **fit_kwargs)
     return model, res
+
+
+def train_val_split(data: Any, val_size: int, *, seed: int = 0) -> tuple[Any, Any]:
+    """Split an :class:`ppml.data.ImageData` into (train, validation) at random (``seed``),
+    ``val_size`` images for validation — the paper's 45,000/5,000 (CIFAR-10) and
+    47,500/2,500 (CIFAR-100) splits of the 50,000 training images.
+
+    >>> from ppml.data import ImageData
+    >>> d = ImageData(torch.zeros(10, 3, 2, 2, dtype=torch.uint8), list(range(10)), list("abcdefghij"),
+    ...               name="toy", description="toy")
+    >>> tr, va = train_val_split(d, 3)
+    >>> len(tr), len(va), sorted(tr.labels.tolist() + va.labels.tolist()) == list(range(10))
+    (7, 3, True)
+    """
+    n = len(data)
+    if not isinstance(val_size, int) or not 0 < val_size < n:
+        raise ValueError(f"val_size must be an int in (0, {n}) for a set of {n} images, got {val_size!r}")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(int(seed)))
+    return data.subset(indices=perm[val_size:].sort().values), data.subset(indices=perm[:val_size].sort().values)
+
+
+def identity_init(images: torch.Tensor, *, width: int = 64, depth: int = 4, epochs: int = 2, batch_size: int = 128,
+                  lr: float = 1e-3, seed: int = 0, **fit_kwargs: Any) -> nn.Module:
+    """A ``transformation_network`` U-Net trained with MSE to reproduce its input (h(x) ≈ x) on
+    ``images`` (uint8 or float in [0, 1]), with AdamW and a cosine schedule.
+
+    Not part of the paper (h_θ starts from a random initialisation there). It is a cheap
+    starting point for CPU smoke runs in the frozen regime: from it, α = 0 keeps images that
+    look like the plain ones (as the paper's Fig. 3 shows for α = 0), and training with α > 0
+    shows how the feature term drives the images away from the plain ones within a few epochs.
+
+    >>> h = identity_init(torch.rand(8, 3, 8, 8), width=4, depth=1, epochs=1, batch_size=4, progress=False)
+    >>> h(torch.rand(2, 3, 8, 8)).shape
+    torch.Size([2, 3, 8, 8])
+    """
+    from .attacks.itn import inverse_network_loss
+
+    _check_images(images, "images")
+    torch.manual_seed(seed)
+    h = create_model("transformation_network", width=width, depth=depth)
+    fit(h, (images, images), epochs=epochs, batch_size=batch_size, optimizer="adamw", lr=lr, weight_decay=0.0,
+        schedule="cosine", loss=inverse_network_loss, seed=seed, **fit_kwargs)
+    return h.eval()

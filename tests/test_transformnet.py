@@ -214,3 +214,41 @@ def test_transformation_network_registry_entry():
     assert y.min() >= 0 and y.max() <= 1
     paper = create_model("transformation_network")
     assert [m.out_channels for m in paper.down.modules() if isinstance(m, nn.Conv2d)][::2] == [64, 128, 256, 512, 1024]
+
+
+def test_h_init_is_copied_not_shared():
+    h0 = create_model("transformation_network", width=4, depth=1)
+    net = build_transformnet(2, width=4, depth=1, h_init=h0)
+    for (k, a), b in zip(net.h.state_dict().items(), h0.state_dict().values()):
+        assert torch.equal(a, b), k
+    assert net.h is not h0
+    with torch.no_grad():
+        next(net.h.parameters()).add_(1.0)
+    assert not torch.equal(next(net.h.parameters()), next(h0.parameters()))
+
+
+def test_identity_init_learns_to_copy():
+    from ppml.data import photo_crops
+    from ppml.transformnet import identity_init
+
+    x = photo_crops(64, size=8, seed=0)
+    h = identity_init(x, width=8, depth=1, epochs=8, batch_size=8, lr=1e-2, progress=False)
+    err = float(((protect(h, x).float() - x.float()) / 255).pow(2).mean())
+    fresh = float(((protect(create_model("transformation_network", width=8, depth=1), x).float() - x.float()) / 255
+                   ).pow(2).mean())
+    assert err < 0.01 and err < fresh / 5, (err, fresh)
+
+
+def test_train_val_split():
+    from ppml.data import ImageData
+    from ppml.transformnet import train_val_split
+
+    d = ImageData(torch.arange(20, dtype=torch.uint8).view(20, 1, 1, 1).expand(20, 3, 2, 2).contiguous(),
+                  [i % 2 for i in range(20)], ["a", "b"], name="toy", description="toy")
+    tr, va = train_val_split(d, 5, seed=1)
+    ids = sorted(tr.images[:, 0, 0, 0].tolist() + va.images[:, 0, 0, 0].tolist())
+    assert len(va) == 5 and ids == list(range(20))
+    tr2, va2 = train_val_split(d, 5, seed=1)
+    assert torch.equal(va.images, va2.images)
+    with pytest.raises(ValueError, match="val_size must be an int in \\(0, 20\\)"):
+        train_val_split(d, 20)
