@@ -149,16 +149,13 @@ def ssim(x: torch.Tensor, y: torch.Tensor, *, win_size: int = 7, gaussian_weight
     work = torch.float32 if xf.device.type == "mps" else torch.float64
     n, c, h, w = xf.shape
     a, b = xf.to(work).reshape(n * c, 1, h, w), yf.to(work).reshape(n * c, 1, h, w)
-    if gaussian_weights:
-        t = torch.arange(win_size, dtype=work, device=a.device) - (win_size - 1) / 2
-        g = torch.exp(-(t ** 2) / (2 * sigma ** 2))
-        g = g / g.sum()
-        kern = (g[:, None] * g[None, :])[None, None]
-    else:
-        kern = torch.full((1, 1, win_size, win_size), 1.0 / win_size ** 2, dtype=work, device=a.device)
-    # 'valid' convolution == skimage's filtered map cropped by (win_size-1)/2 on each side
+    # 'valid' filtering == skimage's filtered map cropped by (win_size-1)/2 on each side
     stack = torch.cat([a, b, a * a, b * b, a * b], 0)
-    m = F.conv2d(stack, kern).split(n * c)
+    if gaussian_weights:  # separable
+        g = _gauss1d(win_size, sigma, work, a.device)
+        m = F.conv2d(F.conv2d(stack, g.view(1, 1, -1, 1)), g.view(1, 1, 1, -1)).split(n * c)
+    else:
+        m = F.avg_pool2d(stack, win_size, stride=1).split(n * c)
     ux, uy, uxx, uyy, uxy = m
     npix = win_size ** 2
     cov_norm = npix / (npix - 1)  # skimage's use_sample_covariance=True
