@@ -9,3 +9,5 @@ a U-Net trained on plain/protected pairs), ``gan`` (SIA-GAN-style GAN-Attack),
 from __future__ import annotations
 from .itn import itn_attack  # noqa: E402,F401
 from . import instahide  # noqa: E402,F401  (Carlini et al.'s attack on InstaHide, notebook 01)
+from .fr import fold, fr_attack  # noqa: E402,F401  (FR-Attack, notebook 03)
+from .gan import gan_attack  # noqa: E402,F401  (SIA-GAN-style GAN-Attack, notebook 03)
