@@ -100,7 +100,7 @@ def group_encodings(sim: torch.Tensor, n_groups: int, *, neighbours: int = 10, s
         return sc.fit_predict(w)
 
 
-def reconstruct_groups(a: torch.Tensor, labels: np.ndarray, n_groups: int, *, k: int = 4, iters: int = 100,
+def reconstruct_groups(a: torch.Tensor, labels: np.ndarray, n_groups: int, *, k: int = 4, iters: int = 20,
                        ) -> torch.Tensor:
     """Step 4: ``(n_groups, C, H, W)`` estimates of each group's original's absolute values.
 
@@ -190,7 +190,7 @@ class AttackResult:
 
 
 def instahide_attack(encodings: torch.Tensor, n_originals: int, *, value_range: tuple[float, float] = (-1.0, 1.0),
-                     centre: bool = False, k: int = 4, neighbours: int = 10, iters: int = 100,
+                     centre: bool = False, k: int = 4, neighbours: int = 10, iters: int = 20,
                      colour_fix: nn.Module | None = None, seed: int = 0) -> AttackResult:
     """Run steps 1–5 on ``encodings`` ``(N, C, H, W)`` and return ``n_originals`` reconstructions.
 
