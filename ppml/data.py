@@ -1524,9 +1524,12 @@ class ScramblePipelines:
                             f"a fresh key K_T per test image",
                "shared": f"{self.block_size}×{self.block_size} block scrambling, one set of N={self.num_keys} keys "
                          f"for all images, test images under a key of the set"}[self.encrypt]
-        test = "crop+flip then encrypt" if self.augment else "encrypt only"
-        tta = "server TTA: mean of encrypted image and its flip" if self.tta else "no TTA"
-        return f"train: {aug}, then {enc}; test: {test if self.encrypt != 'none' else test.split(' then')[0]}; {tta}"
+        if self.encrypt == "none":
+            test = "crop+flip" if self.augment else "as is"
+        else:
+            test = "crop+flip, then encrypt" if self.augment else "encrypt only"
+        tta = "server TTA: mean over the image and its flip" if self.tta else "no TTA"
+        return f"train: {aug}, then {enc}; test: {test}; {tta}"
 
     def __repr__(self) -> str:
         return f"ScramblePipelines({self.describe()})"

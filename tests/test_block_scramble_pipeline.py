@@ -220,10 +220,10 @@ def test_pipeline_variants_and_errors():
     p = block_scramble_pipelines("per_image", num_images=10, augment=False, key_seed=0)
     assert [type(t).__name__ for t in p.train] == ["PerImageBlockScramble"]
     assert [type(t).__name__ for t in p.test] == ["FreshBlockScramble"] and p.server == [identity]
-    assert "no TTA" in p.describe() and "N=4 keys per image" in p.describe()
+    assert "no TTA" in p.describe() and "N=4 keys per image" in p.describe() and "encrypt only" in p.describe()
     p = block_scramble_pipelines("none", augment=True)
     assert [type(t).__name__ for t in p.train] == ["RandomCrop", "RandomHorizontalFlip", "GridMask"]
-    assert p.server == [identity, hflip] and p.block_size is None
+    assert p.server == [identity, hflip] and p.block_size is None and "test: crop+flip; server TTA" in p.describe()
     p = block_scramble_pipelines("shared", num_keys=3, block_size=4, key_seed=1)
     tr, te = p.train[-1], p.test[-1]
     assert isinstance(tr, EncryptBatch) and tr.num_keys == 3 and tr is not te
