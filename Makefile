@@ -41,7 +41,7 @@ test: install
 	HF_HUB_OFFLINE=1 PPML_QUIET=1 $(PY) -m pytest $(PYTEST_ARGS)
 
 benchmark: install
-	$(PY) benchmarks/ciphers.py
+	@set -e; for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b; done
 
 strip: install
 	$(VENV)/bin/nbstripout notebooks/*.ipynb
