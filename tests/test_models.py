@@ -36,6 +36,13 @@ SMALL = [
     ("unet", {"width": 4, "depth": 3, "in_chans": 1, "out_chans": 2, "batch_norm": False}, (1, 1, 16, 24),
      (1, 2, 16, 24)),
     ("transformation_network", {"width": 4, "depth": 2}, (2, 3, 16, 16), (2, 3, 16, 16)),
+    ("pyramidnet_shakedrop", {"depth": 8, "alpha": 12, "num_classes": 7}, (2, 3, 32, 32), (2, 7)),
+    ("le_adaptation", {"block_size": 4, "out_chans": 8}, (2, 3, 16, 16), (2, 8, 16, 16)),
+    ("ele_adaptation", {"image_size": 16, "block_size": 4, "out_chans": 8}, (2, 3, 16, 16), (2, 8, 16, 16)),
+    ("adapted_classifier", {"adaptation": "ele", "classifier": "convmixer", "image_size": 16, "out_chans": 8,
+                            "classifier_kwargs": {"dim": 16, "depth": 1, "patch_size": 4}}, (2, 3, 16, 16), (2, 10)),
+    ("adapted_classifier", {"adaptation": "le", "classifier": "resnet20", "num_classes": 5}, (2, 3, 32, 32),
+     (2, 5)),
 ]
 
 
