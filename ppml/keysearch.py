@@ -395,7 +395,11 @@ def best_key(scheme: type[Key] | type[Cipher], images: torch.Tensor, trials: int
 
 
 # ----------------------------------------------------------------------------- inversion ratio
-def inversion_key(image_size: Any, ratio: float, channels: int = 3, seed: Any = None) -> PEKey:
+INVERSION_UNITS = ("value", "pixel")
+
+
+def inversion_key(image_size: Any, ratio: float, channels: int = 3, seed: Any = None, *,
+                  unit: str = "value") -> PEKey:
     """A pixel-based-encryption key that inverts exactly ``round(ratio · C·H·W)`` values.
 
     The paper's metric study (Sec. "Metric Comparison") scrambles images with pixel-based
@@ -405,26 +409,38 @@ def inversion_key(image_size: Any, ratio: float, channels: int = 3, seed: Any = 
     is); the channel shuffle is the identity, so only the ratio varies. Apply it with
     :func:`ppml.ciphers.cipher_for` or :func:`invert_fraction`.
 
+    ``unit="value"`` (default) draws the subset among the ``C·H·W`` values independently per
+    channel, as PE's key does; ``unit="pixel"`` inverts ``round(ratio · H·W)`` whole pixels (all
+    channels together, so a grey image stays grey). The paper does not say which; the peak of
+    LPIPS over the ratio depends on it (notebook 05).
+
     >>> k = inversion_key(32, 0.25, seed=0)
     >>> int(k.negpos.sum()), 3 * 32 * 32 // 4, int(k.channel_perm.max())
     (768, 768, 0)
+    >>> k = inversion_key(32, 0.25, seed=0, unit="pixel")
+    >>> int(k.negpos.sum()), bool((k.negpos == k.negpos[:1]).all())
+    (768, True)
     """
+    if unit not in INVERSION_UNITS:
+        raise ValueError(f"unit must be one of {', '.join(map(repr, INVERSION_UNITS))}, got {unit!r}")
     h, w = normalize_image_size(image_size)
     if isinstance(ratio, bool) or not isinstance(ratio, (int, float, np.floating, np.integer)) \
             or not 0.0 <= float(ratio) <= 1.0:
         raise ValueError(f"ratio must be a number in [0, 1] (the fraction of inverted values), got {ratio!r}")
     c = _check_positive_int(channels, "channels")
     rng = np.random.default_rng(seed) if not isinstance(seed, np.random.Generator) else seed
-    d = c * h * w
+    d = c * h * w if unit == "value" else h * w
     k = int(round(float(ratio) * d))
     mask = np.zeros(d, dtype=np.int64)
     mask[rng.permutation(d)[:k]] = 1
-    return PEKey(mask.reshape(c, h, w), np.zeros((h, w), dtype=np.int64))
+    mask = mask.reshape(c, h, w) if unit == "value" else np.repeat(mask.reshape(1, h, w), c, axis=0)
+    return PEKey(mask, np.zeros((h, w), dtype=np.int64))
 
 
-def invert_fraction(x: torch.Tensor, ratio: float, seed: Any = None) -> torch.Tensor:
+def invert_fraction(x: torch.Tensor, ratio: float, seed: Any = None, *, unit: str = "value") -> torch.Tensor:
     """Invert (``v → 255 − v``, or ``1 − v`` for floats) a random ``ratio`` of the values of
-    every image in ``x`` — the same positions in every image (see :func:`inversion_key`).
+    every image in ``x`` — the same positions in every image (see :func:`inversion_key`;
+    ``unit="pixel"`` inverts whole pixels).
 
     >>> import torch
     >>> x = torch.zeros(2, 3, 4, 4, dtype=torch.uint8)
@@ -435,13 +451,13 @@ def invert_fraction(x: torch.Tensor, ratio: float, seed: Any = None) -> torch.Te
     (True, 255)
     """
     x = _check_images(x, "invert_fraction")
-    key = inversion_key(tuple(x.shape[-2:]), ratio, channels=x.shape[1], seed=seed)
+    key = inversion_key(tuple(x.shape[-2:]), ratio, channels=x.shape[1], seed=seed, unit=unit)
     return cipher_for(key).to(x.device)(x)
 
 
 def metric_curves(images: torch.Tensor, ratios: Sequence[float], metrics: Mapping[str, Callable[..., Any]], *,
                   repeats: int = 10, seed: int = 0, batch_size: int = 500,
-                  device: torch.device | str | None = None) -> dict[str, np.ndarray]:
+                  device: torch.device | str | None = None, unit: str = "value") -> dict[str, np.ndarray]:
     """Each metric against the intensity inversion ratio (the paper's Fig. 3, before normalising).
 
     For every repeat ``r`` and ratio, one inversion mask (:func:`inversion_key`, seeded by
@@ -450,6 +466,7 @@ def metric_curves(images: torch.Tensor, ratios: Sequence[float], metrics: Mappin
     one score per image (averaged over the images) or a single number for the batch (a
     set-level metric such as FID: it is then called once with all images, ignoring
     ``batch_size``). No-reference metrics ignore ``x``: pass ``lambda x, y: brisque(y)``.
+    ``unit``: invert single values (PE's key, default) or whole pixels (:func:`inversion_key`).
 
     Returns ``name → (repeats, len(ratios))`` float64 means.
 
@@ -475,7 +492,7 @@ def metric_curves(images: torch.Tensor, ratios: Sequence[float], metrics: Mappin
     steps = [(r, i) for r in range(repeats) for i in range(len(ratios))]
     for r, i in progress(steps, desc="inversion ratios", leave=False):
         key = inversion_key(tuple(images.shape[-2:]), ratios[i], channels=images.shape[1],
-                            seed=np.random.SeedSequence([int(seed), r, i]))
+                            seed=np.random.SeedSequence([int(seed), r, i]), unit=unit)
         cipher = cipher_for(key).to(dev)
         for name, fn in metrics.items():
             with torch.no_grad():

@@ -115,6 +115,19 @@ def test_inversion_key_exact_fraction_and_involution(images, ratio):
     assert changed.any() or ratio == 0.0
 
 
+@pytest.mark.parametrize("ratio", [0.0, 0.3, 0.5, 1.0])
+def test_inversion_key_pixel_unit_inverts_whole_pixels(images, ratio):
+    key = ks.inversion_key((8, 8), ratio, seed=4, unit="pixel")
+    assert int(key.negpos[0].sum()) == round(ratio * 64)
+    assert (key.negpos == key.negpos[:1]).all()  # every channel of a chosen pixel
+    grey = images[:, :1].expand(-1, 3, -1, -1).contiguous()
+    y = ks.invert_fraction(grey, ratio, seed=4, unit="pixel")
+    assert torch.equal(y[:, 0], y[:, 1]) and torch.equal(y[:, 1], y[:, 2])  # grey stays grey
+    assert torch.equal(ks.invert_fraction(y, ratio, seed=4, unit="pixel"), grey)
+    with pytest.raises(ValueError, match="unit must be one of 'value', 'pixel'"):
+        ks.inversion_key(8, ratio, unit="channel")
+
+
 def test_metric_curves_mse_is_exact_for_constant_images():
     x = torch.full((3, 3, 8, 8), 10, dtype=torch.uint8)
     ratios = [0.0, 0.25, 0.5, 1.0]
