@@ -12,6 +12,7 @@ instead of ``LPIPSScore`` (plain-image features computed once). Images are real 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import sys
 import time
@@ -20,6 +21,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("PPML_QUIET", "1")  # the table, not 160 progress bars
 
 from ppml import keysearch as ks  # noqa: E402
 from ppml.data import photo_crops  # noqa: E402
