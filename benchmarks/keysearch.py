@@ -15,7 +15,6 @@ import argparse
 import os
 import platform
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -25,23 +24,11 @@ os.environ.setdefault("PPML_QUIET", "1")  # the table, not 160 progress bars
 
 from ppml import keysearch as ks  # noqa: E402
 from ppml.data import photo_crops  # noqa: E402
+from ppml.utils import best_time  # noqa: E402
 from ppml.keys import ELEKey, EtCKey, LEKey, PEKey  # noqa: E402
 from ppml.metrics import lpips  # noqa: E402
 
 TARGET_S = 8.0
-
-
-def _time(fn, repeats: int, device: torch.device) -> tuple[float, float]:
-    best_w, best_c = float("inf"), float("inf")
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        w, c = time.perf_counter(), time.process_time()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        best_w, best_c = min(best_w, time.perf_counter() - w), min(best_c, time.process_time() - c)
-    return best_w, best_c
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -62,10 +49,10 @@ def main(argv: list[str] | None = None) -> None:
           f"torch threads {torch.get_num_threads()}, {platform.processor() or platform.machine()}")
     print(f"{'scheme':6s} {'wall s':>8s} {'cpu s':>8s} {'/target':>8s} {'baseline wall s':>16s} {'speed-up':>9s}")
     for name, cls, bs in (("PE", PEKey, None), ("EtC", EtCKey, 4), ("LE", LEKey, 4), ("ELE", ELEKey, 4)):
-        w, c = _time(lambda: ks.best_key(cls, x, a.trials, block_size=bs, seed=0), a.repeats, dev)
+        w, c = best_time(lambda: ks.best_key(cls, x, a.trials, block_size=bs, seed=0), a.repeats, dev)
         line = f"{name:6s} {w:8.2f} {c:8.2f} {w / TARGET_S:8.2f}"
         if not a.no_baseline:
-            bw, _ = _time(lambda: ks.best_key(cls, x, a.trials, metric=lambda u, v: lpips(u, v),
+            bw, _ = best_time(lambda: ks.best_key(cls, x, a.trials, metric=lambda u, v: lpips(u, v),
                                               block_size=bs, seed=0), 1, dev)
             line += f" {bw:16.2f} {bw / w:8.2f}x"
         print(line, flush=True)

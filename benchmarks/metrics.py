@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import platform
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -24,20 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ppml import metrics  # noqa: E402
 from ppml.data import photo_crops  # noqa: E402
-
-
-def _best(fn, repeats: int, device: torch.device) -> tuple[float, float]:
-    best_wall, best_cpu = float("inf"), float("inf")
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        w, c = time.perf_counter(), time.process_time()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        best_wall = min(best_wall, time.perf_counter() - w)
-        best_cpu = min(best_cpu, time.process_time() - c)
-    return best_wall, best_cpu
+from ppml.utils import best_time  # noqa: E402
 
 
 def main() -> None:
@@ -79,7 +65,7 @@ def main() -> None:
         for name, fn in cases.items():
             fn()  # warm-up: builds and caches the model
             n = max(1, args.n // 10) if name.startswith("niqe") else args.n
-            wall, cpu = _best(fn, args.repeats, dev)
+            wall, cpu = best_time(fn, args.repeats, dev)
             print(f"{name:38s} {n / wall:10.0f} /s wall   {n / cpu:10.0f} /s per CPU-second")
             if name == "lpips alex, reference embedded once":
                 print(f"{'':38s} → {args.keys} keys × {args.n} images: {args.keys * wall:.1f} s wall")

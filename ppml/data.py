@@ -40,7 +40,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ppml.ciphers import cipher_for
-from ppml.loader import BatchLoader as _BatchLoader, make_generator as _make_generator
+from ppml.loader import BatchLoader as _BatchLoader
 from ppml.utils import atomic_write, progress
 
 __all__ = [
@@ -1448,8 +1448,8 @@ class IndexedBatchLoader(_BatchLoader):
     """A :class:`~ppml.loader.BatchLoader` that also tells index-aware transforms which images
     a batch holds: a transform with ``needs_index = True`` (e.g. :class:`PerImageBlockScramble`)
     is called as ``t(x, generator, index=b)`` with the batch's dataset indices ``b``; every
-    other transform as ``t(x, generator)``. Shuffling, sharding and per-epoch seeding are the
-    base class's, so without index-aware transforms it yields exactly the same batches.
+    other transform as ``t(x, generator)``. Since the base class itself does this, this is the
+    same loader under the name that says so (kept for code that imports it).
 
     >>> imgs = torch.arange(4, dtype=torch.uint8).view(4, 1, 1, 1)
     >>> class Show(nn.Module):
@@ -1459,24 +1459,6 @@ class IndexedBatchLoader(_BatchLoader):
     >>> all(bool((x.flatten() == l.images[i].flatten()).all()) for (x, _), i in zip(l, l.indices().split(2)))
     True
     """
-
-    def __iter__(self):
-        idx = self.indices()
-        if self.drop_last:
-            idx = idx[: len(self) * self.batch_size]
-        gen = _make_generator(self.seed, self.epoch, 1, self.rank)  # the base class's stream
-        for start in range(0, len(idx), self.batch_size):
-            b = idx[start : start + self.batch_size]
-            x = self.images[b.to(self.images.device)]
-            y = self.labels[b.to(self.labels.device)]
-            if self.device is not None:
-                x = x.to(self.device, non_blocking=True)
-                y = y.to(self.device, non_blocking=True)
-            for t in self.transforms:
-                x = t(x, gen, index=b) if getattr(t, "needs_index", False) else t(x, gen)
-            if self.to_float and x.dtype == torch.uint8:
-                x = x.float().div_(255)
-            yield x, y
 
 
 #: GridMask for 32×32 images: Chen et al.'s ImageNet setting (``--d1 96 --d2 224 --ratio 0.6

@@ -50,7 +50,9 @@ class BatchLoader:
     """Iterate over in-memory ``images``/``labels`` in batches of ``(x, y)``.
 
     * ``shuffle``: a fresh permutation per epoch (see :meth:`set_epoch`), else in order.
-    * ``transforms``: one callable or a sequence, each ``t(x, generator) -> x`` on a batch.
+    * ``transforms``: one callable or a sequence, each ``t(x, generator) -> x`` on a batch; one
+      with ``needs_index = True`` is called ``t(x, generator, index=b)`` with the batch's dataset
+      indices ``b`` (e.g. per-image keys, :class:`ppml.data.PerImageBlockScramble`).
     * ``to_float``: after the transforms, uint8 batches become float32 in [0, 1] (``x / 255``);
       batches a transform already made floating point are left as they are.
     * ``rank``/``world_size``: the shard for data-parallel training. As in
@@ -188,8 +190,8 @@ class BatchLoader:
             if self.device is not None:
                 x = x.to(self.device, non_blocking=True)
                 y = y.to(self.device, non_blocking=True)
-            for t in self.transforms:
-                x = t(x, gen)
+            for t in self.transforms:  # index-aware ones (needs_index = True) also get the dataset indices
+                x = t(x, gen, index=b) if getattr(t, "needs_index", False) else t(x, gen)
             if self.to_float and x.dtype == torch.uint8:
                 x = x.float().div_(255)
             yield x, y
