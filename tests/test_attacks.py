@@ -166,3 +166,27 @@ def test_gan_attack_errors():
         gan_attack(x, x, x, block_size=4, epochs=1, input="bits")
     with pytest.raises(ValueError, match="epochs must be an int"):
         gan_attack(x, x, x, block_size=4, epochs=0)
+
+
+def test_run_attacks_threat_model_and_scores():
+    from ppml.attacks import ATTACKS, run_attacks
+
+    x = photo_crops(24, 16, seed=3)
+    victim, victim_train, attacker = x[:6], x[6:12], x[12:]
+    make_key = {"PE": lambda k: PEKey.generate(image_size=16, seed=k),
+                "EtC": lambda k: EtCKey.generate(image_size=16, block_size=8, seed=k)}
+    res = run_attacks(victim, victim_train, attacker, make_key, gan_epochs=1, attack_keys=2, seed=0,
+                      gan_block={"PE": 1, "EtC": 8}, itn_kwargs=dict(epochs=1, width=4, depth=1, progress=False))
+    assert list(res.recon) == ["PE", "EtC"] and list(res.recon["PE"]) == ["Encrypted", *ATTACKS]
+    # the "Encrypted" row is the victim's images under the victim's key make_key(seed + 1000)
+    assert torch.equal(res.recon["PE"]["Encrypted"], cipher_for(make_key["PE"](1000))(victim))
+    for sc, rows in res.recon.items():
+        for name, r in rows.items():
+            assert r.shape == victim.shape and r.dtype == torch.uint8, (sc, name)
+            assert res.ssim[sc][name].shape == (6,)
+    assert res.mean_ssim()["PE"]["FR-Attack"] > res.mean_ssim()["PE"]["Encrypted"]  # folding undoes PE's negation
+    assert -1 <= res.floor <= 1 and set(res.cpu_seconds) == {"GAN PE", "ITN PE", "GAN EtC", "ITN EtC"}
+    with pytest.raises(ValueError, match="unknown attacks"):
+        run_attacks(victim, victim_train, attacker, make_key, attacks=("FR-Attack", "X"))
+    with pytest.raises(ValueError, match="must share"):
+        run_attacks(victim, victim_train, photo_crops(4, 8, seed=0), make_key)

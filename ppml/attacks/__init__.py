@@ -3,7 +3,8 @@ allows the attacker) and returns reconstructions, to be scored with :mod:`ppml.m
 
 Modules: ``fr`` (FR-Attack, Chang & Case 2020), ``itn`` (inverse-transformation network,
 a U-Net trained on plain/protected pairs), ``gan`` (SIA-GAN-style GAN-Attack),
-``instahide`` (Carlini et al. 2021's attack on InstaHide, also applied to ScrambleMix).
+``instahide`` (Carlini et al. 2021's attack on InstaHide, also applied to ScrambleMix);
+``suite.run_attacks`` runs FR/GAN/ITN on several schemes under one threat model.
 """
 
 from __future__ import annotations
@@ -11,3 +12,4 @@ from .itn import itn_attack  # noqa: E402,F401
 from . import instahide  # noqa: E402,F401  (Carlini et al.'s attack on InstaHide, notebook 01)
 from .fr import fold, fr_attack  # noqa: E402,F401  (FR-Attack, notebook 03)
 from .gan import gan_attack  # noqa: E402,F401  (SIA-GAN-style GAN-Attack, notebook 03)
+from .suite import ATTACKS, AttackResults, run_attacks  # noqa: E402,F401  (Figs. 6/8 of notebook 03)
