@@ -4,7 +4,8 @@ allows the attacker) and returns reconstructions, to be scored with :mod:`ppml.m
 Modules: ``fr`` (FR-Attack, Chang & Case 2020), ``itn`` (inverse-transformation network,
 a U-Net trained on plain/protected pairs), ``gan`` (SIA-GAN-style GAN-Attack),
 ``instahide`` (Carlini et al. 2021's attack on InstaHide, also applied to ScrambleMix);
-``suite.run_attacks`` runs FR/GAN/ITN on several schemes under one threat model.
+``suite.run_attacks`` runs FR/GAN/ITN on several schemes under one threat model;
+``le_stats`` (this project's own ciphertext-only key recovery for LE, not from the papers).
 """
 
 from __future__ import annotations
@@ -13,3 +14,4 @@ from . import instahide  # noqa: E402,F401  (Carlini et al.'s attack on InstaHid
 from .fr import fold, fr_attack  # noqa: E402,F401  (FR-Attack, notebook 03)
 from .gan import gan_attack  # noqa: E402,F401  (SIA-GAN-style GAN-Attack, notebook 03)
 from .suite import ATTACKS, AttackResults, run_attacks  # noqa: E402,F401  (Figs. 6/8 of notebook 03)
+from .le_stats import LEStatsResult, le_statistics_attack, le_stats_curve  # noqa: E402,F401  (this project's LE key recovery)
