@@ -38,7 +38,8 @@ from ppml.report import SCALES, figures_root, repo_root
 from ppml.utils import atomic_write_text
 
 __all__ = ["NOTEBOOKS", "ARTIFACTS", "Requirement", "register_weights", "declared_parameters",
-           "load_params", "dirty_cells", "requirements_for", "check_requirement", "run", "write_index", "main"]
+           "load_params", "dirty_cells", "requirements_for", "check_requirement", "run", "write_index",
+           "inline_figures", "finish_notebook", "write_html_report", "main"]
 
 #: The paper notebooks, in reading order: stem → (paper file in shared/papers, citation).
 NOTEBOOKS: dict[str, tuple[str, str]] = {
@@ -225,7 +226,10 @@ def _kernel_env(scale: str, figures: Path) -> dict[str, str]:
     env = dict(os.environ)
     # The kernel spec's argv is "python": make it this interpreter's, whatever PATH says.
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-    env.update(PPML_SCALE=scale, PPML_FIGURES=str(figures), MPLBACKEND="Agg")
+    # No MPLBACKEND override: the kernel's inline backend is JupyterLab's, and Report.figure
+    # shows each figure inline and closes it, so executed and interactive notebooks look alike.
+    env.pop("MPLBACKEND", None)
+    env.update(PPML_SCALE=scale, PPML_FIGURES=str(figures))
     env.setdefault("PPML_QUIET", "1")
     return env
 
@@ -239,7 +243,10 @@ def _execute(src: Path, dst: Path, params: dict, cwd: Path, env: dict, prepare_o
     try:
         papermill.execute_notebook(str(src), str(dst), parameters=params, kernel_name="python3",
                                    cwd=str(cwd), progress_bar=False, prepare_only=prepare_only,
-                                   request_save_on_cell_execute=True)
+                                   request_save_on_cell_execute=True,
+                                   # the kernel's start-up warnings (e.g. "running over TCP without
+                                   # encryption" on a loopback-only kernel) are noise in every run
+                                   extra_arguments=["--IPKernelApp.log_level=ERROR"])
     finally:
         os.environ.clear()
         os.environ.update(old)
@@ -295,8 +302,9 @@ def run(stems: Sequence[str], *, scale: str = "smoke", dry_run: bool = False,
                     log(f"      missing {m}")
             else:
                 _execute(src, dst, inject, notebooks_dir, env, prepare_only=False)
-                out = Outcome(stem, "ok", time.time() - t0, dst)
-                log(f"{head} ok     {out.seconds:8.1f} s  → {_rel(dst)}")
+                note = finish_notebook(dst, figures / stem, since=t0)
+                out = Outcome(stem, "ok", time.time() - t0, dst, note)
+                log(f"{head} ok     {out.seconds:8.1f} s  → {_rel(dst)}" + (f"  ({note})" if note else ""))
         except RunnerError as e:
             out = Outcome(stem, "failed", time.time() - t0, None, str(e))
             log(f"{head} FAILED  {e}")
@@ -308,7 +316,108 @@ def run(stems: Sequence[str], *, scale: str = "smoke", dry_run: bool = False,
         outcomes.append(out)
     if not dry_run:
         write_index(figures, stems)
+        try:
+            html = write_html_report(build, figures, [o for o in outcomes if o.status == "ok"])
+            log(f"report: {_rel(html)}")
+        except Exception as e:  # the report is a convenience: never lose the run over it
+            log(f"report: not written ({type(e).__name__}: {e})")
     return outcomes
+
+
+# --------------------------------------------------------------------------- what a reader opens
+def inline_figures(nb: Any) -> int:
+    """How many figures an executed notebook shows (``image/png`` outputs)."""
+    return sum("image/png" in o.get("data", {}) for c in nb.cells if c.cell_type == "code"
+               for o in c.get("outputs", []))
+
+
+def finish_notebook(path: Path, figures: Path, since: float = 0.0) -> str:
+    """Put the run's verdict table first in an executed notebook (after its title cell).
+
+    The claims come from ``figures/<stem>/results.json`` written by this run (``since``: its
+    start time; an older file is ignored). Returns a warning for the run's log line, or ''.
+    """
+    import nbformat
+
+    from ppml.report import verdict_markdown
+
+    nb = nbformat.read(str(path), as_version=4)
+    res_path = figures / "results.json"
+    if not res_path.exists() or res_path.stat().st_mtime < since:
+        return "no results.json from this run"
+    res = json.loads(res_path.read_text())
+    nb.cells = [c for c in nb.cells if "ppml-verdict" not in c.metadata.get("tags", [])]
+    warn = []
+    if res.get("claims"):
+        cell = nbformat.v4.new_markdown_cell(verdict_markdown(res["claims"], res.get("scale", "?"), res.get("data", "")))
+        cell.metadata["tags"] = ["ppml-verdict"]
+        nb.cells.insert(1 if nb.cells and nb.cells[0].cell_type == "markdown" else 0, cell)
+    else:
+        warn.append("no claims recorded")
+    n_fig = sum(1 for a in res.get("artifacts", {}).values() if a.get("kind") == "figure")
+    shown = inline_figures(nb)
+    if shown < n_fig:
+        warn.append(f"{n_fig} figures written, {shown} shown inline")
+    atomic_write_text(path, nbformat.writes(nb))
+    return "; ".join(warn)
+
+
+def mathjax_dir() -> Path | None:
+    """A local MathJax 2.7 (the ``jupyter-server-mathjax`` package), for offline HTML."""
+    try:
+        import jupyter_server_mathjax
+    except ImportError:
+        return None
+    d = Path(jupyter_server_mathjax.__file__).parent / "static"
+    return d if (d / "MathJax.js").exists() else None
+
+
+def write_html_report(build: Path, figures: Path, outcomes: Sequence[Outcome]) -> Path:
+    """HTML of each executed notebook and ``build/<scale>/index.html`` linking them all, with
+    the verdict tables; equations render offline from a local MathJax copied beside them."""
+    import shutil
+
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    from ppml.report import verdict_markdown
+
+    mj = mathjax_dir()
+    exporter = HTMLExporter(template_name="lab")
+    if mj is not None:
+        if not (build / "_mathjax" / "MathJax.js").exists():
+            shutil.copytree(mj, build / "_mathjax", dirs_exist_ok=True)
+        exporter.mathjax_url = "_mathjax/MathJax.js?config=TeX-AMS_CHTML-full,Safe"
+    for o in outcomes:
+        if o.output is not None and o.output.exists():
+            body, _ = exporter.from_notebook_node(nbformat.read(str(o.output), as_version=4))
+            atomic_write_text(o.output.with_suffix(".html"), body)
+    import html as _html
+
+    import mistune
+
+    render = mistune.create_markdown(plugins=["table"])
+    parts = [f"<h1>ppml — executed notebooks ({_html.escape(build.name)} scale)</h1>",
+             "<p>Each notebook as <code>python -m ppml.reproduce</code> ran it; the verdict tables "
+             "say which of each paper's claims this run shows.</p>"]
+    for stem, (paper, cite) in {**NOTEBOOKS, **{p.stem: ("–", "") for p in build.glob("*.ipynb")}}.items():
+        page = build / f"{stem}.html"
+        head = f"<h2>{_html.escape(stem)}</h2><p>paper {paper}: {_html.escape(cite)} — "
+        head += f'<a href="{page.name}">open the executed notebook</a></p>' if page.exists() else "not run at this scale yet</p>"
+        parts.append(head)
+        res = figures / stem / "results.json"
+        if page.exists() and res.exists():
+            r = json.loads(res.read_text())
+            if r.get("claims"):
+                parts.append(render(verdict_markdown(r["claims"], r.get("scale", "?"), r.get("data", ""),
+                                                        title="Verdicts")))
+    style = ("body{font-family:sans-serif;max-width:70em;margin:2em auto;padding:0 1em}"
+             "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.2em .5em;vertical-align:top}")
+    page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>ppml notebooks</title>"
+            f"<style>{style}</style></head><body>{''.join(parts)}</body></html>\n")
+    path = build / "index.html"
+    atomic_write_text(path, page)
+    return path
 
 
 def _rel(p: Path) -> str:

@@ -89,8 +89,17 @@ def quiet() -> bool:
 
 
 def progress(iterable: Iterable | None = None, **kw: Any):
-    """``tqdm`` that is disabled under tests (see :func:`quiet`); same arguments as tqdm."""
-    from tqdm.auto import tqdm
+    """``tqdm`` that is disabled under tests (see :func:`quiet`); same arguments as tqdm.
+
+    A notebook widget bar where ipywidgets is installed, else the text bar: ``tqdm.auto``
+    without ipywidgets warns "IProgress not found" into every notebook that imports it.
+    """
+    try:
+        import ipywidgets  # noqa: F401
+
+        from tqdm.auto import tqdm
+    except ImportError:
+        from tqdm.std import tqdm
 
     kw.setdefault("disable", quiet())
     kw.setdefault("dynamic_ncols", True)

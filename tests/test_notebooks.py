@@ -82,3 +82,29 @@ def test_results_json_complete(stem, figures_dir, tmp_path_factory):
         assert exts == ({".png", ".pdf"} if meta["kind"] == "figure" else {".csv", ".md"}), art
         for f in meta["files"]:
             assert (figures_dir / stem / f).stat().st_size > 0, f
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stem", PRESENT)
+def test_notebook_shows_every_figure_inline_and_its_verdicts(stem, request, figures_dir, tmp_path_factory):
+    """A reader sees each figure where it is discussed and a verdict for each of the paper's
+    claims; nothing is printed to stderr (kernel, tqdm or library warnings)."""
+    from ppml.report import VERDICTS
+
+    seen = request.config.__dict__.get("_ppml_nb_outputs", {}).get(stem)
+    if seen is None:  # nbval did not run it in this session: run it the way `make reproduce` does
+        build = tmp_path_factory.mktemp("build")
+        out = reproduce.run([stem], scale="smoke", build_dir=build, figures_dir=figures_dir, log=lambda s: None)
+        assert out[0].status == "ok", out[0].message
+        nb = nbformat.read(out[0].output, as_version=4)
+        outs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+        seen = {"png": reproduce.inline_figures(nb), "stderr": [o.text for o in outs if o.get("name") == "stderr"]}
+        assert "ppml-verdict" in nb.cells[1].metadata.get("tags", []), "the verdict table must come first"
+    res = json.loads((figures_dir / stem / "results.json").read_text())
+    figures = [a for a, m in res["artifacts"].items() if m["kind"] == "figure"]
+    assert seen["png"] == len(figures), f"{stem}: {len(figures)} figures written, {seen['png']} shown inline"
+    assert not seen["stderr"], f"{stem} printed to stderr: {seen['stderr'][:3]}"
+    assert res["claims"], f"{stem} records no verdict on its paper's claims (Report.claim)"
+    for c in res["claims"]:
+        assert c["verdict"] in VERDICTS and c["paper"] and c["ours"], c
+        assert c["verdict"] == "shown" or c["why"], f"{stem}: {c['claim']!r} is {c['verdict']} without a reason"

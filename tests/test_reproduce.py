@@ -31,6 +31,7 @@ TOY_BODY = (
     "fig, ax = plt.subplots(); ax.plot([0, 1], [0, epochs])\n"
     "rep.figure(fig, 'fig1', 'A line')\n"
     "rep.table([{'epochs': epochs}], 'table1', 'Epochs')\n"
+    "rep.claim('a line rises', paper='up', ours=f'{epochs}', holds=epochs > 0)\n"
     "rep.record(epochs=epochs); rep.save()\n"
     "assert epochs >= 1",
 )
@@ -64,6 +65,20 @@ def test_runs_notebook_writes_results_and_index(tree, capsys):
     for f in ("fig1.png", "fig1.pdf", "table1.csv", "table1.md"):
         assert (tree / "figures" / "90_toy" / f).stat().st_size > 0
     assert (tree / "figures" / "90_toy" / "fig1.png").read_bytes()[:4] == b"\x89PNG"
+    # what a reader opens: every figure inline, the verdict table first, no kernel noise
+    nb = nbformat.read(tree / "build" / "smoke" / "90_toy.ipynb", as_version=4)
+    n_figures = sum(a["kind"] == "figure" for a in res["artifacts"].values())
+    assert reproduce.inline_figures(nb) == n_figures == 1
+    assert "ppml-verdict" in nb.cells[1].metadata["tags"] and "| a line rises | up | 1 | ✓ shown |" in nb.cells[1].source
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    assert not [o for o in outputs if o.get("name") == "stderr"], "warnings leaked into the notebook"
+    assert not [o for o in outputs if "PosixPath" in str(o.get("data", {}).get("text/plain", ""))]
+    assert "TCP without encryption" not in out
+    html = (tree / "build" / "smoke" / "90_toy.html").read_text()
+    assert "data:image/png;base64" in html and "cdnjs.cloudflare.com/ajax/libs/mathjax" not in html
+    index_html = (tree / "build" / "smoke" / "index.html").read_text()
+    assert '<a href="90_toy.html">' in index_html and "a line rises" in index_html
+    assert (tree / "build" / "smoke" / "_mathjax" / "MathJax.js").exists()  # equations render offline
     index = (tree / "figures" / "index.md").read_text()
     assert "| 90_toy | – | fig1 | A line | [fig1.png](90_toy/fig1.png), [fig1.pdf](90_toy/fig1.pdf) | smoke |" in index
     # the five paper notebooks that do not exist in this tree are listed as not generated
