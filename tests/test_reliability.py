@@ -1,0 +1,165 @@
+"""Reliability defects of issue 17: checkpoints (fingerprint, permissions, checksum, folder lock),
+key files (immutability, geometry bounds, hostile JSON), metrics (non-finite input, SSIM memory)
+and the notebook runner's input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ppml.train import CheckpointError, fit
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).parent))
+from test_train import _worker, linear, separable, worker_env  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+# --------------------------------------------------------------------------- 1. resume fingerprint
+
+
+def _scrambler(seed: int):
+    """A transform holding a secret permutation in a closure (as a notebook would write it)."""
+    perm = torch.from_numpy(np.random.default_rng(seed).permutation(48))
+
+    def scramble(x, g):
+        return x.flatten(1)[:, perm].view_as(x)
+
+    return scramble
+
+
+def test_resume_with_another_key_is_refused(tmp_path):
+    fit(linear(), separable(16), epochs=2, batch_size=8, transforms=_scrambler(1), checkpoint_dir=tmp_path)
+    # the same key again resumes (a finished run returns its history)
+    r = fit(linear(), separable(16), epochs=2, batch_size=8, transforms=_scrambler(1), checkpoint_dir=tmp_path)
+    assert r.resumed_from == 2
+    with pytest.raises(CheckpointError, match=r"transform 0 changed \(callable:_scrambler.<locals>.scramble: "
+                                              r"its key tables differ \(another key\?\)") as e:
+        fit(linear(), separable(16), epochs=2, batch_size=8, transforms=_scrambler(2), checkpoint_dir=tmp_path)
+    assert "last.pt" in str(e.value)
+    ck = torch.load(tmp_path / "last.pt", weights_only=True)
+    perm = _scrambler(1).__closure__[0].cell_contents
+    assert perm.numpy().tobytes().hex()[:32] not in json.dumps(ck["fingerprint"])  # a hash, never the key
+
+
+def test_resume_with_a_cipher_module_of_another_key_is_refused(tmp_path):
+    from ppml.ciphers import cipher_for
+    from ppml.data import EncryptBatch
+    from ppml.keys import BlockScrambleKey
+
+    def enc(seed):
+        return EncryptBatch(cipher_for(BlockScrambleKey.generate(image_size=4, block_size=2, seed=seed)))
+
+    fit(linear(), separable(16), epochs=1, batch_size=8, transforms=enc(1), checkpoint_dir=tmp_path)
+    assert fit(linear(), separable(16), epochs=1, batch_size=8, transforms=enc(1),
+               checkpoint_dir=tmp_path).resumed_from == 1
+    with pytest.raises(CheckpointError, match=r"transform 0 changed \(EncryptBatch: its key tables differ"):
+        fit(linear(), separable(16), epochs=1, batch_size=8, transforms=enc(2), checkpoint_dir=tmp_path)
+    with pytest.raises(CheckpointError, match=r"other transforms \(1 -> 0 transforms"):
+        fit(linear(), separable(16), epochs=1, batch_size=8, checkpoint_dir=tmp_path)
+
+
+def test_resume_on_other_data_of_the_same_size_is_refused(tmp_path):
+    fit(linear(), separable(16, 0), epochs=1, batch_size=8, checkpoint_dir=tmp_path)
+    with pytest.raises(CheckpointError, match=r"other training data \(same size, different images or labels"):
+        fit(linear(), separable(16, 1), epochs=1, batch_size=8, checkpoint_dir=tmp_path)
+
+
+def test_resume_with_another_lambda_loss_is_refused(tmp_path):
+    def hook(scale):
+        return lambda m, x, y: F.cross_entropy(m(x) * scale, y)
+
+    fit(linear(), separable(16), epochs=1, batch_size=8, loss=hook(1.0), checkpoint_dir=tmp_path)
+    assert fit(linear(), separable(16), epochs=1, batch_size=8, loss=hook(1.0),
+               checkpoint_dir=tmp_path).resumed_from == 1
+    with pytest.raises(CheckpointError, match=r"another loss \(callable:.*<lambda>: its code or settings differ"):
+        fit(linear(), separable(16), epochs=1, batch_size=8, loss=hook(2.0), checkpoint_dir=tmp_path)
+    # Two lambdas of one function share a name but not their code.
+    same_name = [lambda m, x, y: F.cross_entropy(m(x), y), lambda m, x, y: F.cross_entropy(m(x), y) * 2]
+    fit(linear(), separable(16), epochs=1, batch_size=8, loss=same_name[0], checkpoint_dir=tmp_path / "b")
+    with pytest.raises(CheckpointError, match=r"another loss \(callable:.*<lambda>: its code or settings differ"):
+        fit(linear(), separable(16), epochs=1, batch_size=8, loss=same_name[1], checkpoint_dir=tmp_path / "b")
+
+
+# --------------------------------------------------------------------------- 2. permissions
+
+
+def test_checkpoints_are_private(tmp_path):
+    fit(linear(), separable(16), epochs=2, batch_size=8, val_data=separable(8, 1), select_best="val_loss",
+        checkpoint_dir=tmp_path)
+    assert stat.S_IMODE((tmp_path / "last.pt").stat().st_mode) == 0o600
+
+
+# --------------------------------------------------------------------------- 3. checksum
+
+
+def test_a_flipped_bit_in_a_weight_is_detected(tmp_path):
+    m = linear()
+    fit(m, separable(16), epochs=1, batch_size=8, checkpoint_dir=tmp_path)
+    path = tmp_path / "last.pt"
+    raw = bytearray(path.read_bytes())
+    weight = m.state_dict()["1.weight"].numpy().tobytes()
+    at = bytes(raw).find(weight)
+    assert at >= 0 and bytes(raw).find(weight, at + 1) < 0  # stored uncompressed, once
+    raw[at + 41] ^= 0x04  # one bit of one float
+    path.write_bytes(bytes(raw))
+    torch.load(path, weights_only=True)  # torch itself does not notice
+    with pytest.raises(CheckpointError, match=r"last\.pt fails its integrity check.*corrupted"):
+        fit(linear(), separable(16), epochs=1, batch_size=8, checkpoint_dir=tmp_path)
+
+
+# --------------------------------------------------------------------------- 4. one run per folder
+
+
+def test_second_run_on_a_live_folder_is_refused_and_spares_the_first(tmp_path):
+    marker = tmp_path / "steps.log"
+    first = _worker(tmp_path / "first.pt", tmp_path / "ck", delay=0.1, marker=marker)
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        deadline = time.monotonic() + 90
+        while not (marker.exists() and marker.read_text()):
+            assert first.poll() is None, first.stdout.read()
+            assert time.monotonic() < deadline, "the worker never started training"
+            time.sleep(0.02)
+        # A temporary file of another live writer (pid in its name) must survive a sweep.
+        live = tmp_path / "ck" / f".last.pt.{sleeper.pid}.abcd1234.tmp"
+        live.write_bytes(b"partial")
+        with pytest.raises(CheckpointError, match=rf"ck is in use by another training run \(pid {first.pid} on .*"
+                                                  r"_train_worker\.py.*another checkpoint_dir"):
+            fit(linear(), separable(16), epochs=1, batch_size=8, checkpoint_dir=tmp_path / "ck")
+        out, _ = first.communicate(timeout=120)
+        assert first.returncode == 0, out
+        assert torch.load(tmp_path / "first.pt", weights_only=True)["resumed_from"] == 0
+        ck = torch.load(tmp_path / "ck" / "last.pt", weights_only=True)
+        assert ck["epoch"] == 3
+        # Once the first run is done the folder is free; the sweep spares the live pid's file and
+        # removes a dead writer's.
+        dead = tmp_path / "ck" / ".last.pt.leftover.tmp"
+        dead.write_bytes(b"partial")
+        with pytest.raises(CheckpointError, match="different"):  # another model: refused, but after the sweep
+            fit(linear(), separable(16), epochs=1, batch_size=8, checkpoint_dir=tmp_path / "ck")
+        assert live.exists() and not dead.exists()
+    finally:
+        for p in (first, sleeper):
+            if p.poll() is None:
+                p.kill()
+                p.wait()
