@@ -56,6 +56,11 @@ __all__ = [
 KEY_FORMAT = "ppml.key"
 KEY_FORMAT_VERSION = 1
 _MAX_CHANNELS = 6  # channel codes index C! permutations; 6! = 720 keeps the table tiny
+# Bounds on the geometry a key may claim. Some arrays do not depend on it (LE's on the image
+# size, block scrambling's on the channels), so a tiny file could otherwise ask a cipher for
+# terabytes of gather tables. 2**27 values is a 6,000 x 7,000 colour image, far above the papers'.
+_MAX_SIDE = 1 << 16
+_MAX_VALUES = 1 << 27
 
 # ----------------------------------------------------------------------------- helpers
 def channel_permutations(channels: int) -> np.ndarray:
@@ -124,6 +129,20 @@ def check_geometry(image_size: Any, block_size: Any) -> tuple[tuple[int, int], i
     return (h, w), b
 
 
+def _check_bounds(cls_name: str, h: int, w: int, b: int, c: int) -> None:
+    if max(h, w) > _MAX_SIDE or h * w * c > _MAX_VALUES:
+        raise ValueError(f"{cls_name}: geometry {h}x{w} images in {b}x{b} blocks with {c} channel(s) "
+                         f"({h * w * c:,} values per image) is beyond the supported bound (sides <= "
+                         f"{_MAX_SIDE:,}, H*W*C <= {_MAX_VALUES:,}): a cipher for it could not be allocated; "
+                         "expected the image size the key is used on")
+
+
+def _frozen(arr: np.ndarray) -> np.ndarray:
+    """A read-only view of an immutable ``bytes`` copy: ``setflags(write=True)`` cannot undo it."""
+    arr = np.ascontiguousarray(arr, dtype=np.int64)
+    return np.frombuffer(arr.tobytes(), dtype=np.int64).reshape(arr.shape)
+
+
 def _log2_factorial(n: int) -> float:
     return math.lgamma(n + 1) / math.log(2)
 
@@ -175,6 +194,7 @@ class Key:
     def _validate_geometry(self) -> None:
         (h, w), b = check_geometry(self.image_size, self.block_size)
         c = _as_int(self.channels, "channels")
+        _check_bounds(type(self).__name__, h, w, b, c)
         object.__setattr__(self, "image_size", (h, w))
         object.__setattr__(self, "block_size", b)
         object.__setattr__(self, "channels", c)
@@ -207,8 +227,8 @@ class Key:
                     where = f" (row {r})" if rows.shape[0] > 1 else ""
                     raise ValueError(f"{name}.{field}{where}: not a permutation of 0..{n - 1}: "
                                      f"value {missing} is missing and {int(np.argmax(counts))} is repeated")
-            arr.setflags(write=False)
-            object.__setattr__(self, field, arr)
+            # Backed by immutable bytes: a cipher built from the key can trust it never changes.
+            object.__setattr__(self, field, _frozen(arr))
 
     def __post_init__(self) -> None:
         self._validate_geometry()
@@ -481,6 +501,7 @@ class PEKey(Key):
         c, h, w = (int(s) for s in shape)
         if c > _MAX_CHANNELS:
             raise ValueError(f"PEKey: channels must be 1..{_MAX_CHANNELS}, got {c}")
+        _check_bounds("PEKey", h, w, 1, c)
         object.__setattr__(self, "image_size", (h, w))
         object.__setattr__(self, "block_size", 1)
         object.__setattr__(self, "channels", c)
@@ -707,11 +728,12 @@ def _from_dict(d: Any, *, source: str) -> Key:
     if d.get("format") != KEY_FORMAT:
         raise ValueError(f"{where}: not a ppml key file: expected 'format': {KEY_FORMAT!r}, "
                          f"got {d.get('format')!r}")
-    if d.get("version") != KEY_FORMAT_VERSION:
-        raise ValueError(f"{where}: unsupported key file version {d.get('version')!r}: "
+    version = d.get("version")
+    if isinstance(version, bool) or version != KEY_FORMAT_VERSION:
+        raise ValueError(f"{where}: unsupported key file version {version!r}: "
                          f"expected {KEY_FORMAT_VERSION}")
     scheme = d.get("scheme")
-    if scheme not in SCHEMES:
+    if not isinstance(scheme, str) or scheme not in SCHEMES:
         raise ValueError(f"{where}: unknown scheme {scheme!r}: expected one of {sorted(SCHEMES)}")
     cls = SCHEMES[scheme]
     missing = [f for f in ("image_size", "block_size", "channels", "arrays") if f not in d]
@@ -787,5 +809,11 @@ def load(path: str | os.PathLike) -> Key:
         d = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ValueError(f"key file {path}: corrupt or truncated: not valid JSON ({e}); "
+                         f"expected a file written by Key.save") from None
+    except RecursionError:
+        raise ValueError(f"key file {path}: not a key file: JSON nested too deeply; "
+                         f"expected a file written by Key.save") from None
+    except ValueError as e:  # e.g. an integer of thousands of digits
+        raise ValueError(f"key file {path}: not a key file: {str(e)[:200]}; "
                          f"expected a file written by Key.save") from None
     return _from_dict(d, source=str(path))

@@ -163,3 +163,85 @@ def test_second_run_on_a_live_folder_is_refused_and_spares_the_first(tmp_path):
             if p.poll() is None:
                 p.kill()
                 p.wait()
+
+
+# --------------------------------------------------------------------------- 5. immutable keys
+
+
+def test_key_arrays_cannot_be_made_writable_again():
+    import pickle
+
+    from ppml.keys import SCHEMES
+
+    for scheme, cls in SCHEMES.items():
+        kw = {} if scheme == "pe" else {"block_size": 4}
+        key = cls.generate(image_size=8, seed=0, **kw)
+        for k in (key, pickle.loads(pickle.dumps(key))):
+            for name, arr in k.arrays().items():
+                with pytest.raises(ValueError, match="WRITEABLE"):
+                    arr.setflags(write=True)
+                with pytest.raises(ValueError, match="read-only"):
+                    arr[...] = 0
+                assert not np.asarray(getattr(k, name)).flags.writeable
+
+
+def test_cipher_still_decrypts_after_an_attempt_to_mutate_its_key():
+    from ppml.ciphers import cipher_for
+    from ppml.keys import EtCKey
+
+    key = EtCKey.generate(image_size=8, block_size=4, seed=0)
+    cipher = cipher_for(key)
+    x = torch.randint(0, 256, (2, 3, 8, 8), dtype=torch.uint8)
+    y = cipher(x)
+    with pytest.raises(ValueError):
+        key.block_perm.setflags(write=True)
+    assert torch.equal(cipher_for(key).inverse(y), x)
+
+
+# --------------------------------------------------------------------------- 6. geometry bounds
+
+
+def _key_file(tmp_path, key, **changes) -> Path:
+    d = key._to_dict()
+    d.update(changes)
+    d.pop("sha256")  # optional in the format: the geometry alone must be checked
+    path = tmp_path / "k.json"
+    path.write_text(json.dumps(d))
+    return path
+
+
+@pytest.mark.parametrize("cls,changes,geometry", [
+    ("LEKey", {"image_size": [1_000_000, 1_000_000]}, "1000000x1000000 images in 4x4 blocks with 3 channel"),
+    ("BlockScrambleKey", {"channels": 10**9}, "8x8 images in 4x4 blocks with 1000000000 channel"),
+])
+def test_key_file_claiming_a_huge_geometry_is_refused_at_load(tmp_path, cls, changes, geometry):
+    from ppml import keys
+
+    key = getattr(keys, cls).generate(image_size=8, block_size=4, seed=0)
+    path = _key_file(tmp_path, key, **changes)
+    assert path.stat().st_size < 2000
+    with pytest.raises(ValueError, match="beyond the supported bound") as e:
+        keys.load(path)
+    assert str(path) in str(e.value) and geometry in str(e.value)
+
+
+# --------------------------------------------------------------------------- 10. hostile key files
+
+
+@pytest.mark.parametrize("text,match", [
+    (None, r"unknown scheme \['etc'\]"),  # a non-string scheme
+    ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+    ('{"format": "ppml.key", "version": ' + "9" * 5000 + "}", "not a key file: Exceeds the limit"),
+])
+def test_hostile_key_files_name_the_file(tmp_path, text, match):
+    from ppml.keys import EtCKey, load
+
+    path = tmp_path / "k.json"
+    if text is None:
+        d = EtCKey.generate(image_size=8, block_size=4, seed=0)._to_dict()
+        d["scheme"] = ["etc"]
+        text = json.dumps(d)
+    path.write_text(text)
+    with pytest.raises(ValueError, match=match) as e:
+        load(path)
+    assert type(e.value) is ValueError and f"key file {path}:" in str(e.value)
