@@ -69,12 +69,18 @@ def _to_unit(x: torch.Tensor, name: str, who: str, value_range: Sequence[float] 
     if x.dtype == torch.uint8:
         return x.to(torch.float32) / 255.0
     lo, hi = float(value_range[0]), float(value_range[1])
-    if not hi > lo:
-        raise ValueError(f"{who}: value_range must be (low, high) with low < high, got {tuple(value_range)}")
+    if not (hi > lo and math.isfinite(lo) and math.isfinite(hi)):
+        raise ValueError(f"{who}: value_range must be finite (low, high) with low < high, got {tuple(value_range)}")
     if check and x.numel():
         # A small tolerance: float reconstructions often overshoot by a rounding error.
         tol = 1e-3 * (hi - lo)
-        mn, mx = float(x.detach().min()), float(x.detach().max())
+        mn, mx = float(x.detach().min()), float(x.detach().max())  # NaN propagates into both
+        if not (math.isfinite(mn) and math.isfinite(mx)):
+            bad = int((~torch.isfinite(x.detach())).sum())
+            raise ValueError(
+                f"{who}: {name} has {bad} non-finite value(s) (NaN or ±inf); every metric would be NaN. "
+                "Check the model or cipher that produced it (e.g. a diverged reconstruction), or replace them "
+                "with torch.nan_to_num(x).clamp(0, 1)")
         if mn < lo - tol or mx > hi + tol:
             raise ValueError(
                 f"{who}: {name} has values in [{mn:.4g}, {mx:.4g}], outside value_range=({lo:g}, {hi:g}); "
@@ -125,7 +131,8 @@ def psnr(x: torch.Tensor, y: torch.Tensor, *, value_range: Sequence[float] = (0.
     >>> x = torch.zeros(1, 3, 4, 4); psnr(x, x + 0.1).round(decimals=4)
     tensor([20.])
     """
-    return 10.0 * torch.log10(1.0 / mse(x, y, value_range=value_range))
+    xf, yf = _pair(x, y, "psnr", value_range)  # errors name psnr, not mse
+    return 10.0 * torch.log10(1.0 / (xf - yf).square().flatten(1).mean(1))
 
 
 def ssim(x: torch.Tensor, y: torch.Tensor, *, win_size: int = 7, gaussian_weights: bool = False,
@@ -145,14 +152,35 @@ def ssim(x: torch.Tensor, y: torch.Tensor, *, win_size: int = 7, gaussian_weight
     >>> ssim(x, x)
     tensor([1., 1.])
     """
-    xf, yf = _pair(x, y, "ssim", value_range)
+    _check_batch(x, "x", "ssim")
+    _check_batch(y, "y", "ssim")
+    if x.shape != y.shape:
+        raise ValueError(f"ssim: x and y must have the same shape, got {tuple(x.shape)} and {tuple(y.shape)}")
     if gaussian_weights:
         win_size = 2 * int(3.5 * sigma + 0.5) + 1
     if win_size < 3 or win_size % 2 == 0:
         raise ValueError(f"ssim: win_size must be an odd integer ≥ 3, got {win_size}")
-    if min(xf.shape[-2:]) < win_size:
-        raise ValueError(f"ssim: images {tuple(xf.shape[-2:])} are smaller than the {win_size}×{win_size} "
+    if min(x.shape[-2:]) < win_size:
+        raise ValueError(f"ssim: images {tuple(x.shape[-2:])} are smaller than the {win_size}×{win_size} "
                          "window; pass a smaller win_size (odd) or larger images")
+    n, c, h, w = x.shape
+    # Chunks of whole images: the float64 work arrays (about 15 copies of a chunk) stay the same
+    # size however many images there are, and every image is computed exactly as in one batch.
+    step = max(1, _SSIM_CHUNK_VALUES // max(1, c * h * w))
+    out = [_ssim_chunk(*_pair(x[i:i + step], y[i:i + step], "ssim", value_range), win_size, gaussian_weights,
+                       sigma, k1, k2) for i in range(0, n, step)]
+    if not out:  # an empty batch: the (0,) result in the dtype a non-empty one would have
+        xf, _ = _pair(x[:0], y[:0], "ssim", value_range)
+        return xf.new_zeros(0)
+    return torch.cat(out)
+
+
+#: values (images × C × H × W) per chunk of :func:`ssim`
+_SSIM_CHUNK_VALUES = 1 << 20
+
+
+def _ssim_chunk(xf: torch.Tensor, yf: torch.Tensor, win_size: int, gaussian_weights: bool, sigma: float,
+                k1: float, k2: float) -> torch.Tensor:
     out_dtype = xf.dtype
     work = torch.float32 if xf.device.type == "mps" else torch.float64
     n, c, h, w = xf.shape

@@ -245,3 +245,61 @@ def test_hostile_key_files_name_the_file(tmp_path, text, match):
     with pytest.raises(ValueError, match=match) as e:
         load(path)
     assert type(e.value) is ValueError and f"key file {path}:" in str(e.value)
+
+
+# --------------------------------------------------------------------------- 8. non-finite input
+
+
+@pytest.mark.parametrize("metric", ["mse", "psnr", "ssim"])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_metrics_reject_non_finite_input(metric, bad):
+    from ppml import metrics
+
+    x = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    y = x.clone()
+    y[1, 0, 3, 3] = bad
+    for a, b, name in ((x, y, "y"), (y, x, "x")):
+        with pytest.raises(ValueError, match=rf"{metric}: {name} has 1 non-finite value\(s\) \(NaN or ±inf\)"):
+            getattr(metrics, metric)(a, b)
+    with pytest.raises(ValueError, match="value_range must be finite"):
+        metrics.mse(x, x, value_range=(0, float("nan")))
+
+
+# --------------------------------------------------------------------------- 9. ssim memory and N = 0
+
+
+def test_ssim_works_in_chunks_of_bounded_size_with_identical_results(monkeypatch):
+    from ppml import metrics
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (40, 3, 16, 16), generator=g, dtype=torch.uint8)
+    y = torch.randint(0, 256, (40, 3, 16, 16), generator=g, dtype=torch.uint8)
+    whole = {gw: metrics.ssim(x, y, gaussian_weights=gw) for gw in (False, True)}
+    seen = []
+    pool = F.avg_pool2d
+    monkeypatch.setattr(metrics.F, "avg_pool2d", lambda t, *a, **k: seen.append(t.shape[0]) or pool(t, *a, **k))
+    monkeypatch.setattr(metrics, "_SSIM_CHUNK_VALUES", 3 * 3 * 16 * 16)  # three images per chunk
+    for gw in (False, True):
+        part = metrics.ssim(x, y, gaussian_weights=gw)
+        assert part.dtype == torch.float32 and torch.equal(part, whole[gw])  # bit for bit
+    # the work arrays hold 5 planes per channel of at most 3 images, not of all 40
+    assert seen and max(seen) == 5 * 3 * 3
+    # the whole batch's size is independent of N under the default chunk, too
+    monkeypatch.undo()
+    seen.clear()
+    monkeypatch.setattr(metrics.F, "avg_pool2d", lambda t, *a, **k: seen.append(t.numel()) or pool(t, *a, **k))
+    big = torch.zeros(3000, 3, 32, 32, dtype=torch.uint8)
+    assert torch.equal(metrics.ssim(big, big), torch.ones(3000))
+    assert max(seen) <= 5 * metrics._SSIM_CHUNK_VALUES
+
+
+def test_ssim_of_an_empty_batch():
+    from ppml.metrics import mse, psnr, ssim
+
+    e = torch.zeros(0, 3, 16, 16, dtype=torch.uint8)
+    for f in (ssim, mse, psnr):
+        r = f(e, e)
+        assert r.shape == (0,) and r.dtype == torch.float32
+    assert ssim(e.double(), e.double()).dtype == torch.float64
+    with pytest.raises(ValueError, match="same shape"):
+        ssim(e, torch.zeros(1, 3, 16, 16, dtype=torch.uint8))
