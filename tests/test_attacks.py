@@ -1,4 +1,4 @@
-"""ppml.attacks.fr (FR-Attack) and ppml.attacks.gan (SIA-GAN-style GAN-Attack)."""
+"""ppml.attacks.fr (FR-Attack), ppml.attacks.gan (SIA-GAN, the GAN-Attack) and ppml.attacks.suite."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from ppml.attacks.fr import _Assign, _values, candidate_table, fold, fr_attack
-from ppml.attacks.gan import BlockInversionGenerator, gan_attack, to_input
+from ppml.attacks.gan import BlockFrontEnd, SIAGANDiscriminator, SIAGANGenerator, gan_attack, to_input
 from ppml.ciphers import cipher_for
 from ppml.data import photo_crops
-from ppml.keys import EtCKey, ELEKey, PEKey
+from ppml.keys import EtCKey, ELEKey, LEKey, PEKey
 from ppml.metrics import ssim
 
 
@@ -107,46 +107,124 @@ def test_fr_attack_errors():
 
 
 # ----------------------------------------------------------------------------- GAN-Attack
-def test_block_layer_can_express_a_within_block_permutation():
-    """The per-block first layer is one linear map shared by all blocks: a fixed
-    within-block pixel permutation is exactly representable (why LE falls to this attack)."""
-    b, c = 4, 3
-    gen = BlockInversionGenerator(block_size=b, in_channels=c, width=4, block_features=c)
-    perm = torch.randperm(c * b * b, generator=torch.Generator().manual_seed(0))
+def _le_front_end_weights(key: LEKey, c: int = 3):
+    """Front-end weight ``(C·b·b, 2C·b·b)`` and bias that decrypt LE exactly on nibble planes:
+    plain nibble perm[j] = cipher nibble j (inverted where invert[j])."""
+    b = key.block_size
+    bbc = b * b * c
+    w = torch.zeros(c * b * b, 2 * c * b * b, dtype=torch.float64)  # (features C * b*b, inputs 2C * b*b)
+    bias = torch.zeros(c * b * b, dtype=torch.float64)
+    for j in range(2 * bbc):
+        half_j, t = divmod(j, bbc)
+        (r_j, s_j), c_j = divmod(t // c, b), t % c
+        i = (half_j * c + c_j) * b * b + r_j * b + s_j  # input: nibble plane half*C + c at (r, s)
+        k = int(key.perm[j])
+        half_k, t = divmod(k, bbc)
+        (r_k, s_k), c_k = divmod(t // c, b), t % c
+        o = c_k * b * b + r_k * b + s_k  # output: feature (channel) c at (r, s)
+        scale = (16 if half_k else 1) / 255  # nibble value = 15 * input
+        if key.invert[j]:
+            w[o, i] -= 15 * scale
+            bias[o] += 15 * scale
+        else:
+            w[o, i] += 15 * scale
+    return w, bias
+
+
+def test_front_end_decrypts_le_exactly_with_weights_from_the_key(photos):
+    """SIA-GAN's block-wise front end, shared over blocks and fed nibble planes, can represent
+    an LE decryption exactly: LE uses one key for every block, and on nibbles it is linear."""
+    key = LEKey.generate(image_size=32, block_size=4, seed=11)
+    enc = cipher_for(key)(photos)
+    gen = SIAGANGenerator(block_size=4, image_size=(32, 32), in_channels=6, block_features=3, width=4,
+                          shared_blocks=True, spectral_norm=False).eval()
+    w, bias = _le_front_end_weights(key)
     with torch.no_grad():
-        w = torch.zeros(c * b * b, c * b * b)  # out (feature f, pixel p) <- in position perm[...]
-        w[torch.arange(c * b * b), perm] = 1
-        # PixelShuffle(b) takes channel f*b*b + (r*b + s) to feature f at (r, s)
-        gen.block.weight.copy_(w.view(c * b * b, c, b, b))
-        gen.block.bias.zero_()
-    x = torch.rand(2, c, 8, 8)
-    blocks = x.unfold(2, b, b).unfold(3, b, b).permute(0, 2, 3, 1, 4, 5).reshape(2, 2, 2, -1)
-    want = blocks[..., perm].reshape(2, 2, 2, c, b, b).permute(0, 3, 1, 4, 2, 5).reshape(2, c, 8, 8)
-    assert torch.allclose(gen.unblock(gen.block(x)), want)
+        gen.front.weight.copy_(w[None].float())
+        bn = gen.front.bn  # eval-mode BatchNorm as the identity plus the inversion offsets
+        bn.running_mean.zero_(); bn.running_var.fill_(1.0)
+        bn.weight.fill_((1 + bn.eps) ** 0.5); bn.bias.copy_(bias.float())
+        dec = (gen.features(to_input(enc, "nibbles")) * 255).round().to(torch.uint8)
+    assert torch.equal(dec, photos)
+    # the same weights do not decrypt another key's images
+    other = cipher_for(LEKey.generate(image_size=32, block_size=4, seed=12))(photos)
+    with torch.no_grad():
+        assert not torch.equal((gen.features(to_input(other, "nibbles")) * 255).round().to(torch.uint8), photos)
+
+
+def test_front_end_per_position_maps_are_independent():
+    """Unshared (SIA-GAN): one map per block position; shared: one map for all."""
+    x = torch.rand(2, 3, 8, 8)
+    fe = BlockFrontEnd(block_size=4, in_channels=3, features=2, image_size=(8, 8), spectral_norm=False).eval()
+    assert fe.weight.shape == (4, 2 * 16, 3 * 16)
+    y0 = fe(x)
+    with torch.no_grad():
+        fe.weight[3] += 1.0  # only the bottom-right block's map
+    y1 = fe(x)
+    assert torch.equal(y0[..., :4, :], y1[..., :4, :]) and torch.equal(y0[..., :4], y1[..., :4])
+    assert not torch.equal(y0[..., 4:, 4:], y1[..., 4:, 4:])
+    assert BlockFrontEnd(block_size=4, in_channels=3, features=2, image_size=(8, 8), shared=True).weight.shape[0] == 1
+
+
+def test_spectral_norm_front_end_has_unit_spectral_norm():
+    fe = BlockFrontEnd(block_size=2, in_channels=3, features=2, image_size=(4, 4))
+    for _ in range(50):
+        w = fe.effective_weight()  # training mode: one power iteration per call
+    assert torch.allclose(torch.linalg.matrix_norm(w.detach(), ord=2), torch.ones(4), atol=1e-3)
+
+
+def test_siagan_sizes():
+    gen = SIAGANGenerator(block_size=4, image_size=(32, 32))  # SIA-GAN: 64 maps 3 -> 16*16, width 64, 3 res blocks
+    assert gen.front.weight.shape == (64, 256, 48)
+    assert sum(isinstance(m, torch.nn.Conv2d) for m in gen.body.modules()) == 1 + 2 * 3 + 2
+    disc = SIAGANDiscriminator()  # ndf 1024: 128-256-512, attention, 1024, attention, linear 1024*4*4 -> 1
+    assert disc.linear.in_features == 1024 * 4 * 4
+    out, feat = gen(torch.rand(2, 3, 32, 32), return_features=True)
+    assert out.shape == (2, 3, 32, 32) and feat.shape == (2, 16, 32, 32) and 0 <= out.min() and out.max() <= 1
+    assert disc(out).shape == (2,)
 
 
 def test_gan_attack_shapes_determinism_and_learning():
     plain = photo_crops(96, 16, seed=7)
     key = EtCKey.generate(image_size=16, block_size=4, seed=0)
     enc = cipher_for(key)(plain)
-    kw = dict(block_size=4, epochs=4, seed=3, paired=True, width=8, batch_size=16, return_history=True)
+    kw = dict(block_size=4, epochs=4, seed=3, paired=True, width=8, d_width=4, block_features=4, batch_size=16,
+              lr=1e-3, return_history=True)
     rec, hist = gan_attack(plain, enc, enc[:10], **kw)
     rec2, hist2 = gan_attack(plain, enc, enc[:10], **kw)
     assert rec.shape == (10, 3, 16, 16) and rec.dtype == torch.uint8
-    assert torch.equal(rec, rec2) and hist == hist2
+    assert torch.equal(rec, rec2) and {k: v for k, v in hist.items() if k != "cpu_seconds"} == \
+        {k: v for k, v in hist2.items() if k != "cpu_seconds"}
     assert hist["pixel"][-1] < 0.9 * hist["pixel"][0]
     assert len(hist["d_loss"]) == 4 and all(np.isfinite(hist["d_loss"]))
-    small = dict(block_size=4, epochs=1, paired=True, width=4, batch_size=16)
+    small = dict(block_size=4, epochs=1, paired=True, width=4, d_width=4, block_features=4, batch_size=16)
     assert not torch.equal(gan_attack(plain[:32], enc[:32], enc[:4], seed=3, **small),
                            gan_attack(plain[:32], enc[:32], enc[:4], seed=4, **small))
 
 
-def test_gan_attack_unpaired_and_nibbles_run():
+def test_gan_attack_ssim_curve():
+    """eval_every / eval_fn give the SSIM-against-steps curve; its last point is the returned
+    reconstruction's score."""
+    plain = photo_crops(40, 16, seed=9)
+    victims = photo_crops(6, 16, seed=10)
+    le = cipher_for(LEKey.generate(image_size=16, block_size=4, seed=1))
+    calls = []
+    rec, hist = gan_attack(plain, le(plain), le(victims), block_size=4, epochs=3, batch_size=8, seed=0,
+                           input="nibbles", shared_blocks=True, width=4, d_width=4, block_features=4,
+                           eval_every=2, eval_fn=lambda r: calls.append(r) or float(ssim(r, victims).mean()),
+                           return_history=True)
+    assert hist["step"] == [2, 4, 6, 8, 10, 12, 14, 15]  # 5 steps per epoch, and the last step
+    assert len(hist["eval"]) == len(hist["cpu_seconds"]) == 8 and hist["cpu_seconds"] == sorted(hist["cpu_seconds"])
+    assert torch.equal(calls[-1], rec) and hist["eval"][-1] == pytest.approx(float(ssim(rec, victims).mean()))
+
+
+def test_gan_attack_unpaired_nibbles_labels_and_tv_run():
     plain = photo_crops(32, 8, seed=8)
     enc = torch.randint(0, 256, (24, 3, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
-    rec, hist = gan_attack(plain, enc, enc[:3], block_size=4, epochs=1, seed=0, input="nibbles", width=4,
-                           batch_size=8, return_history=True)
-    assert rec.shape == (3, 3, 8, 8) and hist["pixel"] == [0.0]
+    rec, hist = gan_attack(plain, enc, enc[:3], block_size=4, epochs=1, seed=0, input="nibbles", width=4, d_width=4,
+                           block_features=4, batch_size=8, labels=torch.arange(24) % 3, tv_weight=1e-3,
+                           return_history=True)
+    assert rec.shape == (3, 3, 8, 8) and hist["pixel"] == [0.0] and hist["ce"][0] > 0
     assert to_input(enc, "nibbles").shape == (24, 6, 8, 8)
     assert torch.equal((to_input(enc, "nibbles")[:, 3:] * 15).round() * 16 + (to_input(enc, "nibbles")[:, :3] * 15).round(),
                        enc.float())
@@ -166,6 +244,12 @@ def test_gan_attack_errors():
         gan_attack(x, x, x, block_size=4, epochs=1, input="bits")
     with pytest.raises(ValueError, match="epochs must be an int"):
         gan_attack(x, x, x, block_size=4, epochs=0)
+    with pytest.raises(ValueError, match="divisible by 8"):
+        gan_attack(x[..., :4, :4], x[..., :4, :4], x[..., :4, :4], block_size=4, epochs=1)
+    with pytest.raises(ValueError, match="eval_every needs eval_fn"):
+        gan_attack(x, x, x, block_size=4, epochs=1, eval_every=1)
+    with pytest.raises(ValueError, match="labels must be"):
+        gan_attack(x, x, x, block_size=4, epochs=1, labels=torch.zeros(3, dtype=torch.long))
 
 
 def test_run_attacks_threat_model_and_scores():

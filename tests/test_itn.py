@@ -77,3 +77,16 @@ def test_errors(crops):
         itn_attack(x[0], x, x, **kw)
     with pytest.raises(ValueError, match="uint8 or float"):
         itn_attack(x.long(), x, x, **kw)
+
+
+def test_ssim_curve_against_steps(crops):
+    """eval_every / eval_fn record the attack's progress; the last point scores the returned
+    estimates, and training the known inversion raises PSNR along the curve."""
+    train, test = crops[:64], crops[64:72]
+    est, hist = itn_attack(255 - train, train, 255 - test, epochs=4, width=8, depth=1, batch_size=16, lr=1e-2,
+                           progress=False, eval_every=4, eval_fn=lambda r: _psnr(r, test), return_history=True)
+    assert hist["step"] == [4, 8, 12, 16] and len(hist["eval"]) == len(hist["cpu_seconds"]) == 4
+    assert hist["eval"][-1] == pytest.approx(_psnr(est, test)) and hist["eval"][-1] > hist["eval"][0]
+    assert hist["cpu_seconds"] == sorted(hist["cpu_seconds"])
+    with pytest.raises(ValueError, match="needs eval_fn"):
+        itn_attack(255 - train, train, 255 - test, epochs=1, width=4, depth=1, progress=False, eval_every=2)

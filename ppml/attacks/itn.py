@@ -20,7 +20,8 @@ schedule="multistep", milestones=[60, 120, 160], gamma=0.2`` for the paper's rec
 
 from __future__ import annotations
 
-from typing import Any
+import time
+from typing import Any, Callable
 
 import torch
 import torch.nn as nn
@@ -65,7 +66,8 @@ def itn_attack(train_protected: torch.Tensor, train_plain: torch.Tensor, test_pr
                optimizer: str = "adamw", lr: float = 1e-3, weight_decay: float = 0.0, schedule: str = "cosine",
                milestones: list[int] | None = None, gamma: float = 0.1, device: torch.device | str | None = None,
                progress: bool = True, checkpoint_dir: str | None = None, return_model: bool = False,
-               **fit_kwargs: Any) -> torch.Tensor | tuple[torch.Tensor, nn.Module]:
+               eval_every: int | None = None, eval_fn: Callable[[torch.Tensor], float] | None = None,
+               return_history: bool = False, **fit_kwargs: Any) -> Any:
     """Train a U-Net (``width``·2^i channels, ``depth`` levels, sigmoid output) with MSE to map
     ``train_protected`` → ``train_plain`` for ``epochs`` epochs, then return its estimates of
     the plain images behind ``test_protected``.
@@ -76,6 +78,11 @@ def itn_attack(train_protected: torch.Tensor, train_plain: torch.Tensor, test_pr
     ``test_protected``'s kind: uint8 (rounded) for uint8 input, else float in [0, 1] with its
     dtype; it lies on the CPU. ``return_model=True`` also returns the trained network (eval
     mode). Other keyword arguments go to :func:`ppml.train.fit` (e.g. ``momentum``).
+
+    ``eval_every`` / ``eval_fn``: every ``eval_every`` optimisation steps (and after the last)
+    the network, in eval mode, estimates ``test_protected`` and ``eval_fn(estimates)`` (e.g.
+    mean SSIM against the victims' plain images) is recorded; ``return_history=True`` appends
+    ``{"step", "eval", "cpu_seconds"}`` (training CPU seconds so far) to the returned values.
 
     >>> g = torch.Generator().manual_seed(0)
     >>> x = torch.randint(0, 256, (16, 3, 8, 8), dtype=torch.uint8, generator=g)
@@ -103,22 +110,53 @@ def itn_attack(train_protected: torch.Tensor, train_plain: torch.Tensor, test_pr
         raise ValueError(f"itn_attack: image size {h}×{w} is not divisible by 2**depth = {m}; "
                          f"use depth <= {min((h & -h), (w & -w)).bit_length() - 1} or pad the images")
 
+    if eval_every is not None and (isinstance(eval_every, bool) or not isinstance(eval_every, int) or eval_every < 1
+                                   or eval_fn is None):
+        raise ValueError(f"itn_attack: eval_every must be an int >= 1 and needs eval_fn, got {eval_every!r}")
+
     torch.manual_seed(seed)
     net = UNet(in_chans=train_protected.shape[1], out_chans=train_plain.shape[1], width=width, depth=depth,
                sigmoid=True)
+    history: dict[str, list[float]] = {"step": [], "eval": [], "cpu_seconds": []}
+    clock = {"step": 0, "cpu": 0.0, "t": time.process_time()}
+
+    def record(model: nn.Module) -> None:
+        clock["cpu"] += time.process_time() - clock["t"]
+        history["step"].append(clock["step"])
+        history["eval"].append(float(eval_fn(_estimate(model, test_protected))))
+        history["cpu_seconds"].append(round(clock["cpu"], 2))
+        clock["t"] = time.process_time()
+
+    def loss_hook(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if eval_every is not None and clock["step"] and clock["step"] % eval_every == 0 \
+                and (not history["step"] or history["step"][-1] != clock["step"]):
+            record(model)
+        clock["step"] += 1
+        return inverse_network_loss(model, x, y)
+
     fit(net, (train_protected, train_plain), epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr,
         weight_decay=weight_decay, schedule=schedule, milestones=milestones, gamma=gamma,
-        loss=inverse_network_loss, seed=seed, device=device, progress=progress, checkpoint_dir=checkpoint_dir,
+        loss=loss_hook, seed=seed, device=device, progress=progress, checkpoint_dir=checkpoint_dir,
         **fit_kwargs)
+    if eval_fn is not None:
+        record(net)
+    net.eval()
+    est = _estimate(net, test_protected)
+    out: tuple[Any, ...] = (est,) + ((net,) if return_model else ()) + ((history,) if return_history else ())
+    return out[0] if len(out) == 1 else out
+
+
+def _estimate(net: nn.Module, test_protected: torch.Tensor) -> torch.Tensor:
+    """The network's estimates of ``test_protected``'s plain images (eval mode, then restored)."""
+    was = net.training
     net.eval()
     dev = next(net.parameters()).device
     outs = []
     with torch.no_grad():
         for i in range(0, len(test_protected), 256):
             outs.append(net(_unit(test_protected[i:i + 256].to(dev))).float().clamp(0, 1).cpu())
+    net.train(was)
     est = torch.cat(outs)
     if test_protected.dtype == torch.uint8:
-        est = (est * 255).round().to(torch.uint8)
-    else:
-        est = est.to(test_protected.dtype)
-    return (est, net) if return_model else est
+        return (est * 255).round().to(torch.uint8)
+    return est.to(test_protected.dtype)
