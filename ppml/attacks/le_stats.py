@@ -320,18 +320,18 @@ def _sq_diff_matrices(v: np.ndarray) -> list[np.ndarray]:
     return out
 
 
-def _neighbour_sums(img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Sum of the 4-neighbours' values and their count, per pixel (float ``(N, C, H, W)``)."""
+def _neighbour_sums(img: np.ndarray, hi: np.ndarray, max_step: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sum of the 4-neighbours' values and their count, per pixel (float ``(N, C, H, W)``),
+    counting only neighbours whose high nibble differs by at most ``max_step`` (no edges)."""
     s = np.zeros_like(img)
     k = np.zeros_like(img)
-    s[..., 1:, :] += img[..., :-1, :]
-    s[..., :-1, :] += img[..., 1:, :]
-    s[..., :, 1:] += img[..., :, :-1]
-    s[..., :, :-1] += img[..., :, 1:]
-    k[..., 1:, :] += 1
-    k[..., :-1, :] += 1
-    k[..., :, 1:] += 1
-    k[..., :, :-1] += 1
+    for dst, src in (((..., slice(1, None), slice(None)), (..., slice(None, -1), slice(None))),
+                     ((..., slice(None, -1), slice(None)), (..., slice(1, None), slice(None))),
+                     ((..., slice(None), slice(1, None)), (..., slice(None), slice(None, -1))),
+                     ((..., slice(None), slice(None, -1)), (..., slice(None), slice(1, None)))):
+        w = np.abs(hi[dst] - hi[src]) <= max_step
+        s[dst] += np.where(w, img[src], 0.0)
+        k[dst] += w
     return s, k
 
 
@@ -347,7 +347,7 @@ def _from_blocks(blk: np.ndarray, c: int, b: int) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- the attack
 def le_statistics_attack(victim_enc: torch.Tensor, attacker_plain: torch.Tensor, *, block_size: int = 4,
-                         restarts: int = 6, fw_iters: int = 40, unary_weight: float = 0.2,
+                         restarts: int = 6, fw_iters: int = 40, unary_weight: float = 0.2, edge_step: int = 1,
                          seed: int = 0) -> LEStatsResult:
     """Recover an LE key from the victim's ciphertexts and unpaired plain images; decrypt.
 
@@ -441,13 +441,19 @@ def le_statistics_attack(victim_enc: torch.Tensor, attacker_plain: torch.Tensor,
     cand = np.concatenate([lc, 15.0 - lc], axis=-1)  # (.., 2·|low|): both inversion hypotheses
     cflat = cand.reshape(-1, cand.shape[-1])
     cand_sq = cflat ** 2
-    lo_plain = np.full_like(hi_plain, 7.5)
+    # start from the attacker's mean low nibble given the high nibble (7.5 where never seen):
+    # breaks the symmetry of "all low nibbles inverted", a fixed point on flat backgrounds
+    hp, lp = pla[..., bbc:].ravel().astype(np.int64), pla[..., :bbc].ravel().astype(np.float64)
+    cnt_h = np.bincount(hp, minlength=16)
+    lbar = np.where(cnt_h > 0, np.bincount(hp, weights=lp, minlength=16) / np.maximum(cnt_h, 1), 7.5)
+    lo_plain = lbar[hi_plain.astype(np.int64)]
     assign = None
     nlow = len(low)
-    for it in range(10):
+    hb_img = _from_blocks(hi_plain, c, b)
+    for it in range(30):
         val = _from_blocks(16.0 * hi_plain + lo_plain, c, b)
-        nsum, cnt = _neighbour_sums(val)
-        hb = _from_blocks(16.0 * hi_plain, c, b)
+        nsum, cnt = _neighbour_sums(val, hb_img, edge_step)
+        hb = 16.0 * hb_img
         dsum = _to_blocks(cnt * hb - nsum, b).reshape(-1, bbc)  # Σ_n (16 h_t − v_n)
         kk = _to_blocks(cnt, b).reshape(-1, bbc)
         cost = 2 * dsum.T @ cflat + kk.T @ cand_sq  # (targets, 2·|low|)
