@@ -6,8 +6,9 @@ run under ``torchrun``:
 * optimisers ``"sgd"`` / ``"adamw"`` (or a callable) and the papers' schedules, stepped per
   optimisation step (see :func:`lr_schedule`);
 * mixed precision on CUDA only (bf16 where supported, else fp16 with a ``GradScaler``);
-* a checkpoint written atomically at the end of every epoch (``checkpoint_dir/last.pt``) and
-  automatic resume from it. The loader's randomness is a function of (seed, epoch) and the RNG
+* a checkpoint written atomically at the end of every epoch (``checkpoint_dir/last.pt``, mode
+  0600, sha256-checked, fingerprinted with the data, transforms/keys and loss) and automatic
+  resume from it, one run per folder (an exclusive lock). The loader's randomness is a function of (seed, epoch) and the RNG
   states are restored, so a run killed at any moment and restarted ends with exactly the
   weights of an uninterrupted run (bit for bit on the CPU);
 * data-parallel training: run the same script under ``torchrun --nproc_per_node N`` and
@@ -959,11 +960,16 @@ def fit(model: nn.Module, train_data: Any, *, epochs: int, val_data: Any = None,
 
     Checkpoints (``checkpoint_dir``): ``last.pt`` is written atomically after every epoch with
     the model, optimizer, scheduler, scaler, epoch, history, best weights, every rank's RNG
-    states and a fingerprint of the architecture and training configuration; ``history.json``
-    beside it. With ``resume=True`` an existing ``last.pt`` is loaded and training continues
-    with the next epoch (a finished run returns at once). A checkpoint from another
-    architecture or configuration, or a corrupt one, raises :class:`CheckpointError` naming
-    the file and the fix.
+    states, the architecture and training configuration, a fingerprint of the run (a content
+    hash of the training data, hashes of the transforms — their key tables included, never
+    the keys — and of the loss hook's code and captured values) and a sha256 checksum of it
+    all; ``history.json`` beside it. The file is readable by its owner only (mode 0600: a
+    model or transform holding a cipher carries its key tables). With ``resume=True`` an
+    existing ``last.pt`` is verified and loaded and training continues with the next epoch
+    (a finished run returns at once). A checkpoint from another architecture, configuration,
+    data set, key or loss, or a corrupt one, raises :class:`CheckpointError` naming the file,
+    what differs and the fix. The folder is locked for the whole run: a second run on it
+    fails at once with :class:`CheckpointError` naming the process that holds it.
 
     Reproducibility: ``seed`` seeds everything (rank r uses ``seed + r``) and the loader; with
     the per-epoch loader seeding and restored RNG states, a killed and resumed run ends with the
