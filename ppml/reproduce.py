@@ -113,7 +113,7 @@ def check_requirement(req: Requirement) -> tuple[bool, str]:
 
 def _load_weight_registrations() -> None:
     """Import the modules that register weight files (they may not exist yet)."""
-    for mod in ("ppml.metrics",):
+    for mod in ("ppml.pretrained", "ppml.metrics"):
         try:
             __import__(mod)
         except ImportError:
@@ -134,8 +134,12 @@ def declared_parameters(path: Path) -> dict[str, Any]:
         try:
             out[name] = ast.literal_eval(meta["default"])
         except (ValueError, SyntaxError):
-            out[name] = meta["default"]  # an expression: keep its source text
+            out[name] = _Expression(meta["default"])  # an expression: keep its source text
     return out
+
+
+class _Expression(str):
+    """A parameter default that is an expression, not a literal (its type is unknown)."""
 
 
 def dirty_cells(path: Path) -> list[int]:
@@ -175,6 +179,30 @@ def check_parameters(stem: str, declared: Mapping[str, Any], given: Mapping[str,
     if "scale" not in declared:
         raise RunnerError(f"{stem} must declare a 'scale' parameter in its parameters cell "
                           "(the runner injects it, and the notebook prints it beside every number)")
+    for name, value in given.items():
+        default = declared[name]
+        if not _same_kind(default, value):
+            raise RunnerError(f"{stem}: parameter {name} = {value!r} is a {type(value).__name__}, but the "
+                              f"notebook's default {default!r} is a {type(default).__name__}; write it as "
+                              f"the notebook does (e.g. epochs: 3, not epochs: \"3\")")
+
+
+def _same_kind(default: Any, value: Any) -> bool:
+    """Whether ``value`` may replace a parameter whose default is ``default``: the same kind of
+    literal (an int for a float is fine), ``None`` for anything and anything for ``None`` (an
+    optional parameter) or for an expression default."""
+    if value is None or default is None or isinstance(default, _Expression):
+        return True
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(default, bool) and isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float))
+    for kind in (int, str, dict):
+        if isinstance(default, kind):
+            return isinstance(value, kind)
+    if isinstance(default, (list, tuple)):
+        return isinstance(value, (list, tuple))
+    return True
 
 
 def requirements_for(params: Mapping[str, Any], requires: Iterable[str] = ()) -> list[Requirement]:
@@ -192,8 +220,28 @@ def requirements_for(params: Mapping[str, Any], requires: Iterable[str] = ()) ->
         else:
             continue
         reqs += [Requirement("dataset", str(v)) for v in values if v]
+    reqs += [Requirement("weights", m) for m in _pretrained_models(params)]
+    if isinstance(requires, str):  # one requirement written without the brackets
+        requires = [requires]
+    if not isinstance(requires, (list, tuple)):
+        raise RunnerError(f"requires must be a list like [weights:lpips-alex, dataset:cifar10], got {requires!r}")
     reqs += [Requirement.parse(r) for r in requires]
     return list(dict.fromkeys(reqs))
+
+
+def _pretrained_models(value: Any) -> list[str]:
+    """Models that nested parameters load with pretrained weights, e.g. ``vit: {cifar10: {model:
+    vit_b16, pretrained: true}}`` → ``["vit_b16"]`` (each a ``weights:`` requirement)."""
+    found: list[str] = []
+    if isinstance(value, Mapping):
+        if value.get("pretrained") is True and isinstance(value.get("model"), str):
+            found.append(value["model"])
+        for v in value.values():
+            found += _pretrained_models(v)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            found += _pretrained_models(v)
+    return found
 
 
 def resolve(names: Sequence[str], notebooks_dir: Path) -> list[str]:
@@ -205,6 +253,12 @@ def resolve(names: Sequence[str], notebooks_dir: Path) -> list[str]:
     out = []
     for name in names:
         stem = Path(name).stem if name.endswith(".ipynb") else name
+        if name.endswith(".ipynb") and Path(name).parent != Path() and \
+                Path(name).resolve().parent != notebooks_dir.resolve():
+            # The runner runs notebooks/<stem>.ipynb; running it for another copy would be a lie.
+            raise RunnerError(f"{name} is not in {notebooks_dir}: the runner only runs the repository's "
+                              f"notebooks; name one by stem or number ({stem}), or copy your version "
+                              f"over {notebooks_dir / Path(name).name}")
         matches = [s for s in known if s == stem or s.split("_", 1)[0] == stem]
         if len(matches) != 1:
             raise RunnerError(f"unknown notebook {name!r}; choose from: {', '.join(known)}")
@@ -254,20 +308,35 @@ def _execute(src: Path, dst: Path, params: dict, cwd: Path, env: dict, prepare_o
 
 def run(stems: Sequence[str], *, scale: str = "smoke", dry_run: bool = False,
         notebooks_dir: Path | None = None, build_dir: Path | None = None,
-        figures_dir: Path | None = None, log: Callable[[str], None] = print) -> list[Outcome]:
-    """Execute (or, with ``dry_run``, prepare and check) the notebooks; one line per notebook."""
+        figures_dir: Path | None = None, log: Callable[[str], None] = print,
+        rehearse: bool = False, rehearse_root: Path | None = None, ddp: bool = True,
+        _rehearsal: dict | None = None) -> list[Outcome]:
+    """Execute (or, with ``dry_run``, prepare and check) the notebooks; one line per notebook.
+
+    ``rehearse`` (paper scale only): run the paper path on stand-in data (:mod:`ppml.rehearsal`)
+    in ``rehearse_root`` (default: a temporary folder, removed afterwards); executed notebooks,
+    figures and tables go to ``<build>/rehearsal/``, never to ``figures/``; with ``ddp`` one
+    training also runs under ``torchrun --nproc_per_node 2`` (gloo)."""
     if scale not in SCALES:
         raise RunnerError(f"scale must be one of {SCALES}, got {scale!r}")
+    if rehearse and (scale != "paper" or dry_run):
+        raise RunnerError("--rehearse rehearses the paper scale: use it with --scale paper and without --dry-run")
     root = repo_root()
     notebooks_dir = Path(notebooks_dir or root / "notebooks").resolve()
-    build = Path(build_dir or root / "build").resolve() / scale
-    figures = Path(figures_dir or figures_root()).resolve()
+    build = Path(build_dir or root / "build").resolve() / ("rehearsal" if rehearse else scale)
+    # A rehearsal never writes into figures/: its outputs are stamped, and live beside its notebooks.
+    figures = (build / "figures") if rehearse else Path(figures_dir or figures_root()).resolve()
+    if rehearse and _rehearsal is None:
+        return _rehearse(stems, notebooks_dir, build_dir, log, rehearse_root, ddp)
+    env_extra = _rehearsal["env"] if _rehearsal is not None else None
+    rehearsal_changes = _rehearsal["changes"] if _rehearsal is not None else None
     params_all = load_params(scale, notebooks_dir / "params")
     stray = sorted(set(params_all) - set(NOTEBOOKS) - {p.stem for p in notebooks_dir.glob("*.ipynb")})
     if stray:
         raise RunnerError(f"{notebooks_dir / 'params' / (scale + '.yaml')} names unknown notebook(s) "
                           f"{', '.join(stray)}")
     env = _kernel_env(scale, figures)
+    env.update(env_extra or {})
     outcomes = []
     for i, stem in enumerate(stems, 1):
         head = f"[{i}/{len(stems)}] {stem:<32}"
@@ -280,6 +349,15 @@ def run(stems: Sequence[str], *, scale: str = "smoke", dry_run: bool = False,
             continue
         given = dict(params_all.get(stem, {}))
         requires = given.pop("requires", [])
+        if rehearsal_changes is not None:  # stand-in sizes for image counts (ppml.rehearsal)
+            from ppml import rehearsal
+
+            declared0 = declared_parameters(src)
+            extra = {"checkpoint_dir": str(Path(env["PPML_DATA"]) / "checkpoints" / stem)} \
+                if "checkpoint_dir" in declared0 and not given.get("checkpoint_dir") else {}
+            given, rehearsal_changes[stem] = rehearsal.rehearsal_params(stem, given, extra)
+            for k, (a, b) in rehearsal_changes[stem].items():
+                log(f"      rehearsal: {k} = {b!r} (paper: {a!r})")
         dst = build / f"{stem}.ipynb"
         build.mkdir(parents=True, exist_ok=True)
         dst.unlink(missing_ok=True)  # never mistake an old run's notebook for this one's
@@ -303,6 +381,14 @@ def run(stems: Sequence[str], *, scale: str = "smoke", dry_run: bool = False,
             else:
                 _execute(src, dst, inject, notebooks_dir, env, prepare_only=False)
                 note = finish_notebook(dst, figures / stem, since=t0)
+                if rehearsal_changes is not None:
+                    res = json.loads((figures / stem / "results.json").read_text()) \
+                        if (figures / stem / "results.json").exists() else {}
+                    if res.get("rehearsal") is not True:
+                        raise RunnerError(f"{stem}: results.json is not stamped as a rehearsal")
+                    bad = res.get("rehearsal_failed_checks", [])
+                    note = "; ".join(filter(None, [note, f"{len(bad)} check(s) not holding on stand-in data"
+                                                   if bad else ""]))
                 out = Outcome(stem, "ok", time.time() - t0, dst, note)
                 log(f"{head} ok     {out.seconds:8.1f} s  → {_rel(dst)}" + (f"  ({note})" if note else ""))
         except RunnerError as e:
@@ -322,6 +408,51 @@ def run(stems: Sequence[str], *, scale: str = "smoke", dry_run: bool = False,
         except Exception as e:  # the report is a convenience: never lose the run over it
             log(f"report: not written ({type(e).__name__}: {e})")
     return outcomes
+
+
+def _rehearse(stems: Sequence[str], notebooks_dir: Path, build_dir: Path | None, log: Callable[[str], None],
+              rehearse_root: Path | None, ddp: bool) -> list[Outcome]:
+    """Set up the stand-in root and environment, run the notebooks, then the DDP training."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    from ppml import rehearsal
+
+    tmp = None if rehearse_root else Path(tempfile.mkdtemp(prefix="ppml-rehearsal-"))
+    t0 = time.time()
+    root = rehearsal.prepare(rehearse_root or tmp)
+    env = rehearsal.rehearsal_env(root)
+    log(f"rehearsal: {rehearsal.STAMP}; stand-in data and random weights in {root} "
+        f"({time.time() - t0:.0f} s); {env['PPML_REHEARSE_STEPS']} step(s) per epoch, "
+        f"≤ {env['PPML_REHEARSE_EPOCHS']} epoch(s), batch ≤ {env['PPML_REHEARSE_BATCH']}, "
+        f"{env['PPML_CPU_AMP']} autocast on the CPU")
+    try:
+        outcomes = run(stems, scale="paper", notebooks_dir=notebooks_dir, build_dir=build_dir, log=log,
+                       rehearse=True, _rehearsal={"env": env, "changes": {}})
+        if ddp:
+            out = Path(build_dir or repo_root() / "build").resolve() / "rehearsal" / "ddp"
+            shutil.rmtree(out, ignore_errors=True)
+            out.mkdir(parents=True)
+            t1 = time.time()
+            cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
+                   "-m", "ppml.rehearsal", "ddp", str(out)]
+            p = subprocess.run(cmd, env={**_kernel_env("paper", out), **env, "OMP_NUM_THREADS": "1"},
+                               cwd=str(repo_root()), capture_output=True, text=True, timeout=1800)
+            ranks = sorted(out.glob("ddp_rank*.pt"))
+            ok = p.returncode == 0 and len(ranks) == 2
+            head = f"[ddp] {'torchrun x2 (gloo): 02 ResNet-18':<32}"
+            if ok:
+                log(f"{head} ok     {time.time() - t1:8.1f} s  → {_rel(out)}")
+                outcomes.append(Outcome("ddp", "ok", time.time() - t1, out))
+            else:
+                tail = (p.stdout + p.stderr).strip().splitlines()[-15:]
+                log(f"{head} FAILED {time.time() - t1:8.1f} s  (exit {p.returncode})\n      " + "\n      ".join(tail))
+                outcomes.append(Outcome("ddp", "failed", time.time() - t1, None, "\n".join(tail)))
+        return outcomes
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- what a reader opens
@@ -429,14 +560,26 @@ def _rel(p: Path) -> str:
 
 def write_index(figures: Path, stems: Sequence[str] | None = None) -> Path:
     """Write ``figures/index.md``: every paper artifact → its files → the scale they ran at."""
+    from ppml.report import verdict_markdown
+
     stems = list(stems or []) + [s for s in NOTEBOOKS if s not in (stems or [])]
-    lines = ["# Figures and tables", "",
-             "Regenerated by `python -m ppml.reproduce`. The scale column says whether a number "
-             "comes from the small offline `smoke` run or from the papers' own settings (`paper`).",
-             "", "| notebook | paper | artifact | title | files | scale | generated |",
-             "|---|---|---|---|---|---|---|"]
     extra = sorted(p.name for p in figures.iterdir() if p.is_dir() and p.name not in stems) \
         if figures.exists() else []
+    lines = ["# What each notebook shows", "",
+             "Each paper's claims as the last run of its notebook judged them: the paper's number, ours, "
+             "the scale, and a verdict (shown / not shown at this scale / contradicted, with the likely reason).", ""]
+    for stem in stems + extra:
+        try:
+            r = json.loads((figures / stem / "results.json").read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if r.get("claims"):
+            lines += [verdict_markdown(r["claims"], r.get("scale", "?"), title=f"{stem} (paper {NOTEBOOKS.get(stem, ('–',))[0]})"), ""]
+    lines += ["# Figures and tables", "",
+              "Regenerated by `python -m ppml.reproduce`. The scale column says whether a number "
+              "comes from the small offline `smoke` run or from the papers' own settings (`paper`).",
+              "", "| notebook | paper | artifact | title | files | scale | generated |",
+              "|---|---|---|---|---|---|---|"]
     for stem in stems + extra:
         paper = NOTEBOOKS.get(stem, ("–", ""))[0]
         res = figures / stem / "results.json"
@@ -471,6 +614,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="smoke (default: CPU, offline, minutes) or paper (the papers' data and epochs; GPU)")
     p.add_argument("--dry-run", action="store_true",
                    help="prepare each notebook without executing it; list missing data sets and weights")
+    p.add_argument("--rehearse", action="store_true",
+                   help="with --scale paper: run the paper path on tiny stand-in data with random weights and a "
+                        "few steps per training (no GPU, no download) into build/rehearsal/ — finds crashes, not results")
+    p.add_argument("--rehearse-root", type=Path, default=None,
+                   help="folder for the rehearsal's stand-in data and weights (kept and reused; default: a temporary one)")
+    p.add_argument("--no-ddp", dest="ddp", action="store_false",
+                   help="rehearsal: skip the torchrun --nproc_per_node 2 training")
     p.add_argument("--list", action="store_true", help="list the notebooks and exit")
     p.add_argument("--notebooks-dir", type=Path, default=None, help=argparse.SUPPRESS)
     p.add_argument("--build-dir", type=Path, default=None, help="where executed notebooks go (build/)")
@@ -485,11 +635,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"{s:<34} paper {NOTEBOOKS.get(s, ('–',))[0]:>3}  {state}")
             return 0
         print(f"ppml.reproduce: {len(stems)} notebook(s) at scale '{a.scale}'"
-              f"{' (dry run)' if a.dry_run else ''}", flush=True)
+              f"{' (dry run)' if a.dry_run else ''}{' (REHEARSAL: stand-in data, not results)' if a.rehearse else ''}",
+              flush=True)
         t0 = time.time()
         outcomes = run(stems, scale=a.scale, dry_run=a.dry_run, notebooks_dir=notebooks_dir,
                        build_dir=a.build_dir, figures_dir=a.figures_dir,
-                       log=lambda s: print(s, flush=True))
+                       log=lambda s: print(s, flush=True), rehearse=a.rehearse,
+                       rehearse_root=a.rehearse_root, ddp=a.ddp)
     except RunnerError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -498,10 +650,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                         for s in ("ok", "prepared", "blocked", "failed", "missing")
                         if any(o.status == s for o in outcomes))
     print(f"done in {time.time() - t0:.1f} s: {summary}", flush=True)
-    if not a.dry_run:
+    if a.rehearse:
+        print(f"index: {_rel(Path(a.build_dir or repo_root() / 'build').resolve() / 'rehearsal' / 'figures' / 'index.md')}")
+    elif not a.dry_run:
         print(f"index: {_rel(Path(a.figures_dir or figures_root()).resolve() / 'index.md')}")
     return 1 if bad else 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the imported module's main, not this __main__ copy: modules that load weights
+    # (ppml.pretrained) register them with ``ppml.reproduce``, a registry this copy does not share.
+    from ppml.reproduce import main as _main
+
+    sys.exit(_main())

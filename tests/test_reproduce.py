@@ -80,6 +80,8 @@ def test_runs_notebook_writes_results_and_index(tree, capsys):
     assert '<a href="90_toy.html">' in index_html and "a line rises" in index_html
     assert (tree / "build" / "smoke" / "_mathjax" / "MathJax.js").exists()  # equations render offline
     index = (tree / "figures" / "index.md").read_text()
+    assert index.startswith("# What each notebook shows") and "### 90_toy (paper –) (scale: smoke)" in index
+    assert index.index("| a line rises | up | 1 | ✓ shown |") < index.index("# Figures and tables")  # verdicts head it
     assert "| 90_toy | – | fig1 | A line | [fig1.png](90_toy/fig1.png), [fig1.pdf](90_toy/fig1.pdf) | smoke |" in index
     # the five paper notebooks that do not exist in this tree are listed as not generated
     assert "| 03_isotropic_etc | 002 | – | not generated yet |" in index
