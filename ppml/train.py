@@ -54,7 +54,7 @@ except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
 __all__ = [
-    "OPTIMIZERS", "SCHEDULES", "CheckpointError", "FitResult", "evaluate", "fit", "init_distributed",
+    "OPTIMIZERS", "SCHEDULES", "CheckpointError", "FitResult", "evaluate", "fit", "init_distributed", "rehearsal_caps",
     "lr_schedule", "predict", "seed_everything",
 ]
 
@@ -241,11 +241,36 @@ def _resolve_device(device: torch.device | str | None, local_rank: int, distribu
 def _amp_settings(amp: bool, amp_dtype: str | None, device: torch.device) -> tuple[bool, torch.dtype]:
     if amp_dtype not in (None, "bf16", "fp16"):
         raise ValueError(f"amp_dtype must be None, 'bf16' or 'fp16', got {amp_dtype!r}")
+    if amp and device.type == "cpu" and os.environ.get("PPML_CPU_AMP", "").strip().lower() == "bf16":
+        # Opt-in bf16 autocast on the CPU: lets a CPU-only rehearsal (ppml.rehearsal) run the
+        # mixed-precision code path a GPU run takes.
+        return True, torch.bfloat16
     if not amp or device.type != "cuda":
         return False, torch.float32
     if amp_dtype is None:
         amp_dtype = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     return True, torch.bfloat16 if amp_dtype == "bf16" else torch.float16
+
+
+def rehearsal_caps() -> tuple[int | None, int | None, int | None]:
+    """``(steps per epoch, epochs, batch size)`` caps of a paper-scale rehearsal, else Nones.
+
+    ``python -m ppml.reproduce --scale paper --rehearse`` sets ``PPML_REHEARSE_STEPS``,
+    ``PPML_REHEARSE_EPOCHS`` and ``PPML_REHEARSE_BATCH`` so that every training runs its
+    paper configuration for a few steps only (see :mod:`ppml.rehearsal`).
+
+    >>> rehearsal_caps()  # outside a rehearsal
+    (None, None, None)
+    """
+    def cap(name: str) -> int | None:
+        v = os.environ.get(name, "").strip()
+        if not v:
+            return None
+        if not v.isdigit() or int(v) < 1:
+            raise ValueError(f"{name}={v!r} must be a positive integer (or unset)")
+        return int(v)
+
+    return cap("PPML_REHEARSE_STEPS"), cap("PPML_REHEARSE_EPOCHS"), cap("PPML_REHEARSE_BATCH")
 
 
 def _autocast(enabled: bool, dtype: torch.dtype, device: torch.device) -> contextlib.AbstractContextManager:
@@ -521,7 +546,7 @@ class FitResult:
 # ---- canonical hashing (checksums and run fingerprints)
 
 _HASH_DEPTH = 12
-_SAMPLE_BYTES = 64 << 20  # data larger than this is fingerprinted from evenly spaced samples
+_SAMPLE_BYTES = 16 << 20  # data larger than this is fingerprinted from evenly spaced samples
 
 
 def _tensor_bytes(t: torch.Tensor) -> memoryview:
@@ -691,17 +716,17 @@ def _payload_sha256(ck: dict[str, Any]) -> str:
 
 
 def _data_digest(images: torch.Tensor, labels: torch.Tensor) -> str:
-    """A cheap content hash of the training data: everything up to 64 MiB, else evenly spaced
+    """A cheap content hash of the training data: everything up to 16 MiB, else evenly spaced
     samples of that size (plus every label), with the shapes and dtypes."""
     h = hashlib.sha256()
-    for t in (images, labels):
+    for is_labels, t in enumerate((images, labels)):
         t = torch.as_tensor(t)
         n = len(t)
         h.update(f"{t.dtype} {tuple(t.shape)};".encode())
         if n == 0:
             continue
         row = max(1, t[:1].numel() * t.element_size())
-        take = n if n * row <= _SAMPLE_BYTES or t is labels else max(1, _SAMPLE_BYTES // row)
+        take = n if n * row <= _SAMPLE_BYTES or is_labels else max(1, _SAMPLE_BYTES // row)
         idx = None if take >= n else torch.linspace(0, n - 1, take).round().long().unique()
         chunk = max(1, (16 << 20) // row)
         rows = range(n) if idx is None else idx
@@ -956,7 +981,11 @@ def fit(model: nn.Module, train_data: Any, *, epochs: int, val_data: Any = None,
     under DDP call the model once per step (concatenate views into one batch).
 
     Precision: ``amp`` uses autocast on CUDA only — bf16 where supported, else fp16 with a
-    ``GradScaler`` (``amp_dtype`` forces one); CPU runs stay in float32.
+    ``GradScaler`` (``amp_dtype`` forces one); CPU runs stay in float32 unless ``PPML_CPU_AMP=bf16``
+    opts into bf16 autocast (the rehearsal's stand-in for the GPU's mixed precision).
+
+    Rehearsal (``PPML_REHEARSE_STEPS/EPOCHS/BATCH``, see :func:`rehearsal_caps`): at most that
+    many steps per epoch, epochs and samples per batch; the schedule is the full run's.
 
     Checkpoints (``checkpoint_dir``): ``last.pt`` is written atomically after every epoch with
     the model, optimizer, scheduler, scaler, epoch, history, best weights, every rank's RNG
@@ -1025,6 +1054,10 @@ def fit(model: nn.Module, train_data: Any, *, epochs: int, val_data: Any = None,
     if world > 1 and (loader.world_size, loader.rank) != (world, rank):
         loader = copy.copy(loader)
         loader.set_shard(rank, world)
+    cap_steps, cap_epochs, cap_batch = rehearsal_caps()
+    if cap_batch is not None and loader.batch_size > cap_batch:
+        loader = copy.copy(loader)
+        loader.batch_size = cap_batch
     steps = len(loader)
     if steps == 0:
         raise ValueError(f"the training loader yields no batch (n={loader.dataset_size}, "
@@ -1067,8 +1100,9 @@ def fit(model: nn.Module, train_data: Any, *, epochs: int, val_data: Any = None,
     if ckdir is not None and rank == 0:
         ckdir.mkdir(parents=True, exist_ok=True)
         lock = _FolderLock(ckdir)  # before touching any file in it
-        _sweep_temp_files(ckdir)  # left by a kill during a save
     try:  # the folder stays locked until the run ends, however it ends
+        if lock is not None:
+            _sweep_temp_files(ckdir)  # left by a kill during a save
         fingerprint = _fingerprint(loader, loss, model) if last is not None else None
         if last is not None and resume and last.exists():
             ck = _load_checkpoint(last)
@@ -1099,7 +1133,7 @@ def fit(model: nn.Module, train_data: Any, *, epochs: int, val_data: Any = None,
         show = progress and rank == 0 and not quiet()
         loss_name = _name(loss_fn)
 
-        for epoch in range(start, epochs):
+        for epoch in range(start, epochs if cap_epochs is None else min(epochs, start + cap_epochs)):
             t0 = time.perf_counter()
             loader.set_epoch(epoch)
             model.train()
@@ -1108,6 +1142,8 @@ def fit(model: nn.Module, train_data: Any, *, epochs: int, val_data: Any = None,
             every = max(1, steps // 10)
             with _progress(total=steps, desc=f"epoch {epoch + 1}/{epochs}", disable=not show, leave=True) as bar:
                 for i, (x, y) in enumerate(loader):
+                    if cap_steps is not None and i >= cap_steps:
+                        break  # a rehearsal: the paper's configuration, a few steps only
                     x = x.to(dev, non_blocking=True)
                     y = y.to(dev, non_blocking=True)
                     with _autocast(amp_on, amp_type, dev):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import stat
 import subprocess
@@ -303,3 +304,73 @@ def test_ssim_of_an_empty_batch():
     assert ssim(e.double(), e.double()).dtype == torch.float64
     with pytest.raises(ValueError, match="same shape"):
         ssim(e, torch.zeros(1, 3, 16, 16, dtype=torch.uint8))
+
+
+# --------------------------------------------------------------------------- 7. dry run lists weights
+
+
+@pytest.mark.slow  # prepares notebook 03 with papermill in a subprocess (~10 s)
+def test_dry_run_as_main_knows_registered_weights_and_vit(tmp_path):
+    from ppml import pretrained
+
+    cmd = [sys.executable, "-m", "ppml.reproduce", "--dry-run", "--scale", "paper", "03",
+           "--build-dir", str(tmp_path / "build"), "--figures-dir", str(tmp_path / "figures")]
+    p = subprocess.run(cmd, env=worker_env(), capture_output=True, text=True, timeout=300, cwd=ROOT)
+    out = p.stdout + p.stderr
+    assert "03_isotropic_etc" in out and "no module registers" not in out, out
+    if not pretrained.trunk_available("alexnet"):
+        assert "missing weights:lpips-alex: real ImageNet alexnet weights not found" in out
+    if not pretrained.timm_weights_available(pretrained.VIT_B16_PRETRAINED):
+        assert "missing weights:vit_b16: timm weights 'vit_base_patch16_224.augreg_in21k'" in out, out
+
+
+def test_paper_parameters_of_notebook_03_require_vit_weights():
+    from ppml import reproduce
+
+    params = reproduce.load_params("paper", ROOT / "notebooks" / "params")["03_isotropic_etc"]
+    reqs = [str(r) for r in reproduce.requirements_for(params, params.get("requires", []))]
+    assert "weights:vit_b16" in reqs and "weights:lpips-alex" in reqs
+    ok, how = reproduce.check_requirement(reproduce.Requirement("weights", "vit_b16"))
+    assert "no module registers" not in how and "vit_base_patch16_224.augreg_in21k" in how
+
+
+# --------------------------------------------------------------------------- 10. runner input
+
+
+def test_runner_refuses_a_path_to_another_copy_of_a_notebook(tmp_path):
+    from ppml import reproduce
+
+    nbdir = ROOT / "notebooks"
+    copy = tmp_path / "03_isotropic_etc.ipynb"
+    copy.write_text("{}")
+    with pytest.raises(reproduce.RunnerError, match=rf"{copy} is not in {nbdir}.*by stem or number"):
+        reproduce.resolve([str(copy)], nbdir)
+    assert reproduce.resolve([str(nbdir / "03_isotropic_etc.ipynb"), "03_isotropic_etc.ipynb", "03"],
+                             nbdir) == ["03_isotropic_etc"] * 3
+
+
+def test_runner_checks_parameter_types_against_defaults():
+    from ppml import reproduce
+
+    with pytest.raises(reproduce.RunnerError, match="parameter epochs = '3' is a str"):
+        reproduce.check_parameters("nb", {"scale": "smoke", "epochs": 1}, {"epochs": "3"})
+    declared = {"scale": "smoke", "epochs": 1, "lr": 0.1, "augment": True, "datasets": ["a"],
+                "model_kwargs": {}, "train_per_class": None, "expr": reproduce._Expression("2 ** 3")}
+    ok = {"epochs": 300, "lr": 1, "augment": False, "datasets": ["b", "c"], "model_kwargs": {"d": 1},
+          "train_per_class": 50, "expr": 7, "scale": "paper"}
+    reproduce.check_parameters("nb", declared, ok)
+    reproduce.check_parameters("nb", declared, {"epochs": None})  # None: "all" / "default"
+    for bad in ({"epochs": "3"}, {"epochs": 2.5}, {"epochs": True}, {"augment": 1}, {"lr": "0.1"},
+                {"datasets": "cifar10"}, {"model_kwargs": []}):
+        (name, value), = bad.items()
+        with pytest.raises(reproduce.RunnerError, match=re.escape(
+                f"nb: parameter {name} = {value!r} is a {type(value).__name__}, but the notebook's default")):
+            reproduce.check_parameters("nb", declared, bad)
+
+
+def test_requires_as_a_single_string_or_wrong_type():
+    from ppml import reproduce
+
+    assert [str(r) for r in reproduce.requirements_for({}, "weights:lpips-alex")] == ["weights:lpips-alex"]
+    with pytest.raises(reproduce.RunnerError, match="requires must be a list"):
+        reproduce.requirements_for({}, {"weights": "lpips-alex"})
