@@ -8,8 +8,17 @@ with ``x_2 … x_k`` random partners (other images of the batch, re-drawn at eve
 every epoch), weights ``λ = |g| / Σ|g|``, ``g ~ N(0, I_k)``, re-drawn until ``max λ ≤ 0.65``
 (as in the authors' code), and an independent random sign ``σ ∈ {−1, +1}`` per value (pixel
 and channel). The labels are mixed with the same weights (soft targets). "Inside-dataset"
-InstaHide mixes private images only (the default); ``public=`` adds ``k − k_private``
-partners from a public image pool whose labels are not mixed (their "cross-dataset" mode).
+InstaHide mixes private images only (the default; the authors' ``train_inside.py``).
+``public=`` adds ``k − k_private`` partners from a public image pool whose labels are not
+mixed: the "cross-dataset" mode of the authors' ``train_cross.py`` (README: ``--klam 6
+--pair --dom 0.3``, i.e. ``k=6, k_private=2``), which differs in three ways, all followed
+here: weights are re-drawn while ``max λ > 0.65`` **or** ``λ_0 + λ_1 < 0.3`` (the private
+share, their ``dom``/"c2"); the mixed targets are **not** renormalised (they sum to the
+private weights, ``λ_0 + λ_1``); and the public partners of one call (one epoch: their
+``generate_sample`` encodes the whole training set at once) come from a fresh permutation
+``P`` of the public pool, public slot ``j`` taking ``P[π_j]`` with ``π_j`` a permutation of
+the batch (so the ``n`` public images ``P[:n]`` of that epoch each appear once per slot;
+the pool must hold at least as many images as the batch).
 Images are centred to [−1, 1] before mixing (InstaHide normalises its inputs; without
 centring ``|e|`` would equal the plain mixture and the sign mask would hide nothing).
 
@@ -42,7 +51,7 @@ class InstaHideBatch(NamedTuple):
     """What :meth:`InstaHide.encode` returns (everything per encoding, batch order)."""
 
     images: torch.Tensor    #: (N, C, H, W) encodings, float in [−1, 1]
-    targets: torch.Tensor | None  #: (N, K) mixed one-hot labels, or None without labels
+    targets: torch.Tensor | None  #: (N, K) mixed one-hot labels (sum to the private weights), or None
     partners: torch.Tensor  #: (N, k) source index of each mixed image (column 0: the image itself); −1 − i for public image i
     weights: torch.Tensor   #: (N, k) mixing weights λ (rows sum to 1)
     signs: torch.Tensor     #: (N, C, H, W) the ±1 mask σ
@@ -68,10 +77,14 @@ class InstaHide(nn.Module):
         public: optional public images ``(M, C, H, W)`` (uint8 or float [0, 1]) for cross-dataset
             mixing; then ``k_private`` of the ``k`` images come from the batch.
         k_private: private images per encoding with ``public`` (default ``k``: inside-dataset).
+        min_private_share: weights are also re-drawn while ``λ_0 + λ_1`` is below this (the
+            authors' ``--dom``, "c2"; their rule reads the first two slots, the two private
+            images of ``--pair``). Default ``None``: 0.3 with a public pool (cross-dataset, their
+            default), 0 without (``train_inside.py`` has no such bound).
     """
 
     def __init__(self, k: int = 4, *, max_weight: float = 0.65, public: torch.Tensor | None = None,
-                 k_private: int | None = None) -> None:
+                 k_private: int | None = None, min_private_share: float | None = None) -> None:
         super().__init__()
         if int(k) < 1:
             raise ValueError(f"k must be >= 1, got {k}")
@@ -87,10 +100,19 @@ class InstaHide(nn.Module):
             raise ValueError("k_private < k needs a public image pool: pass public=(M, C, H, W) images")
         if public is not None:
             public = _as_unit(public, "InstaHide(public=)")
+            if len(public) == 0:
+                raise ValueError("InstaHide(public=): the public image pool is empty")
+        dom = (0.3 if public is not None else 0.0) if min_private_share is None else float(min_private_share)
+        top2 = min(2, self.k) * self.max_weight if self.k > 1 else 1.0
+        if self.k > 1 and not 0.0 <= dom < min(1.0, top2):
+            raise ValueError(f"min_private_share must lie in [0, {min(1.0, top2):.3f}) (λ_0 + λ_1 ≤ "
+                             f"min(1, 2·max_weight)), got {min_private_share}")
+        self.min_private_share = dom if self.k > 1 else 0.0
         self.register_buffer("public", public if public is not None else torch.empty(0), persistent=False)
 
     def sample_weights(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """``(n, k)`` weights ``|g|/Σ|g|``, rows re-drawn until ``max ≤ max_weight`` (float32, CPU).
+        """``(n, k)`` weights ``|g|/Σ|g|``, rows re-drawn while ``max > max_weight`` or
+        ``λ_0 + λ_1 < min_private_share`` (float32, CPU).
 
         >>> w = InstaHide(k=4).sample_weights(1000, torch.Generator().manual_seed(0))
         >>> bool(torch.allclose(w.sum(1), torch.ones(1000))), bool(w.max() <= 0.65)
@@ -101,7 +123,10 @@ class InstaHide(nn.Module):
         while todo.numel():  # rejection rounds over the batch, never a loop over images
             g = torch.randn(todo.numel(), self.k, generator=generator, dtype=torch.float64).abs()
             cand = g / g.sum(1, keepdim=True)
-            ok = (cand.max(1).values <= self.max_weight) if self.k > 1 else torch.ones(len(cand), dtype=torch.bool)
+            if self.k > 1:  # the authors' loop condition, negated: keep a row once it holds
+                ok = (cand.max(1).values <= self.max_weight) & (cand[:, :2].sum(1) >= self.min_private_share)
+            else:
+                ok = torch.ones(len(cand), dtype=torch.bool)
             w[todo[ok]] = cand[ok]
             todo = todo[~ok]
         return w.float()
@@ -116,7 +141,13 @@ class InstaHide(nn.Module):
         cols += [torch.randperm(n, generator=generator) for _ in range(self.k_private - 1)]
         n_pub = self.k - self.k_private
         if n_pub:
-            cols += [-1 - torch.randint(0, len(self.public), (n,), generator=generator) for _ in range(n_pub)]
+            if n > len(self.public):
+                raise ValueError(f"InstaHide.encode: cross-dataset mode draws each epoch's public partners from a "
+                                 f"permutation of the pool (as the authors' train_cross.py), so the pool needs at least "
+                                 f"as many images as the batch: {len(self.public)} public < {n}; pass more public images "
+                                 "or encode smaller batches")
+            perm_pub = torch.randperm(len(self.public), generator=generator)  # the epoch's permutation of the pool
+            cols += [-1 - perm_pub[torch.randperm(n, generator=generator)] for _ in range(n_pub)]
         partners = torch.stack(cols, 1)  # (n, k)
         lam = self.sample_weights(n, generator)
         signs = (torch.randint(0, 2, u.shape, generator=generator, dtype=torch.int8) * 2 - 1).to(dev)
@@ -134,8 +165,8 @@ class InstaHide(nn.Module):
                     raise ValueError("InstaHide.encode: class-index labels need num_classes= to build the mixed targets")
                 yt = F.one_hot(yt.long(), num_classes).float()
             priv = lam[:, :self.k_private].to(dev)
+            # public partners carry no label and the rest is not renormalised (their mixup_criterion)
             targets = sum(priv[:, j:j + 1] * yt[partners[:, j].to(dev)] for j in range(self.k_private))
-            targets = targets / priv.sum(1, keepdim=True)  # public partners carry no label (their code)
         return InstaHideBatch(signs * mix, targets, partners, lam, signs)
 
     def views(self, x: torch.Tensor, generator: torch.Generator | None = None, *, num_views: int = 1) -> torch.Tensor:
@@ -148,7 +179,8 @@ class InstaHide(nn.Module):
         return self.encode(x, generator).images
 
     def extra_repr(self) -> str:
-        return f"k={self.k}, k_private={self.k_private}, max_weight={self.max_weight}, public={len(self.public)}"
+        return (f"k={self.k}, k_private={self.k_private}, max_weight={self.max_weight}, "
+                f"min_private_share={self.min_private_share}, public={len(self.public)}")
 
 
 def instahide_loss_hook(instahide: InstaHide, num_classes: int):
