@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from ppml.attacks.fr import _Assign, _values, candidate_table, fold, fr_attack
-from ppml.attacks.gan import BlockFrontEnd, SIAGANDiscriminator, SIAGANGenerator, gan_attack, to_input
+from ppml.attacks.gan import BlockFrontEnd, SIAGANDiscriminator, SIAGANGenerator, gan_attack, polarity, to_input
 from ppml.ciphers import cipher_for
 from ppml.data import photo_crops
 from ppml.keys import EtCKey, ELEKey, LEKey, PEKey
@@ -223,11 +223,22 @@ def test_gan_attack_unpaired_nibbles_labels_and_tv_run():
     enc = torch.randint(0, 256, (24, 3, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     rec, hist = gan_attack(plain, enc, enc[:3], block_size=4, epochs=1, seed=0, input="nibbles", width=4, d_width=4,
                            block_features=4, batch_size=8, labels=torch.arange(24) % 3, tv_weight=1e-3,
-                           return_history=True)
+                           fix_polarity=True, return_history=True)
     assert rec.shape == (3, 3, 8, 8) and hist["pixel"] == [0.0] and hist["ce"][0] > 0
     assert to_input(enc, "nibbles").shape == (24, 6, 8, 8)
     assert torch.equal((to_input(enc, "nibbles")[:, 3:] * 15).round() * 16 + (to_input(enc, "nibbles")[:, :3] * 15).round(),
                        enc.float())
+
+
+def test_polarity_undoes_negated_channels_of_real_photos(photos):
+    """Any pattern of negated channels (incl. the whole negative) is recognised from colour
+    correlations plus the attacker's own images' moments."""
+    reference = photo_crops(64, 32, seed=6)
+    x = photos.float()
+    for signs in ([1, 1, 1], [-1, -1, -1], [1, -1, 1], [-1, 1, 1]):
+        s = torch.tensor(signs, dtype=torch.float32).view(1, 3, 1, 1)
+        flipped = torch.where(s > 0, x, 255 - x)
+        assert polarity(flipped, reference.float()).tolist() == [float(v) for v in signs]
 
 
 def test_gan_attack_errors():

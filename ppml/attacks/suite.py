@@ -18,8 +18,8 @@ training steps and CPU seconds in ``AttackResults.curves``.
 
 GAN settings: SIA-GAN's own sizes (widths 64/128, batch 128 + 128, Adam 2e-4) are
 :func:`~ppml.attacks.gan.gan_attack`'s defaults; ``run_attacks`` starts from
-:data:`GAN_CPU` (narrower networks, batch 32, Adam 1e-3 for both networks) so that a few
-hundred steps fit in CPU-minutes; ``gan_kwargs`` (all schemes) and ``gan_scheme_kwargs``
+:data:`GAN_CPU` (narrower networks, batch 32, Adam 1e-3 for both networks, output polarity
+fixed after training) so that a few hundred steps fit in CPU-minutes; ``gan_kwargs`` (all schemes) and ``gan_scheme_kwargs``
 (per scheme) override it, e.g. ``{"LE": {"shared_blocks": True}}`` for LE's one key.
 """
 
@@ -46,7 +46,8 @@ __all__ = ["AttackResults", "run_attacks", "ATTACKS", "GAN_CPU"]
 ATTACKS = ("FR-Attack", "GAN-Attack", "ITN-Attack")
 
 #: run_attacks' starting GAN settings: SIA-GAN's architecture at CPU widths (see ppml.attacks.gan)
-GAN_CPU: dict[str, Any] = dict(width=16, d_width=16, block_features=16, n_res=3, batch_size=32, lr=1e-3, lr_d=1e-3)
+GAN_CPU: dict[str, Any] = dict(width=16, d_width=16, block_features=16, n_res=3, batch_size=32, lr=1e-3, lr_d=1e-3,
+                               fix_polarity=True)
 
 
 @dataclass
@@ -81,7 +82,7 @@ def run_attacks(victim: torch.Tensor, victim_train: torch.Tensor, attacker_plain
     / ``gan_input``: the GAN generator's block size and input representation per scheme
     (default: block 4, ``"bytes"``); the GAN trains ``gan_epochs`` epochs with :data:`GAN_CPU`
     updated by ``gan_kwargs`` then ``gan_scheme_kwargs[scheme]`` (any
-    :func:`~ppml.attacks.gan.gan_attack` argument). ``itn_kwargs`` go to :func:`itn_attack`
+    :func:`~ppml.attacks.gan.gan_attack` argument, ``epochs`` included). ``itn_kwargs`` go to :func:`itn_attack`
     (epochs, width, …). ``eval_every``: record SSIM curves every that many training steps of
     the GAN and the ITN (``AttackResults.curves``).
     """
@@ -111,11 +112,10 @@ def run_attacks(victim: torch.Tensor, victim_train: torch.Tensor, attacker_plain
             rec["FR-Attack"] = fr_attack(victim_enc, reference=attacker_plain)
         if "GAN-Attack" in attacks:
             t0 = time.process_time()
-            kw = {**GAN_CPU, "block_size": (gan_block or {}).get(scheme, 4),
+            kw = {**GAN_CPU, "epochs": gan_epochs, "block_size": (gan_block or {}).get(scheme, 4),
                   "input": (gan_input or {}).get(scheme, "bytes"), **dict(gan_kwargs or {}),
                   **dict((gan_scheme_kwargs or {}).get(scheme, {}))}
-            r = gan_attack(attacker_plain, victim_key(victim_train), victim_enc, epochs=gan_epochs, seed=seed,
-                           **kw, **track)
+            r = gan_attack(attacker_plain, victim_key(victim_train), victim_enc, seed=seed, **kw, **track)
             if eval_every:
                 r, hist = r
                 curve(f"GAN {scheme}", hist)
