@@ -573,10 +573,25 @@ def _torchvision_call(name: str, root: Path, split: str, download: bool, make: C
         raise _not_available(name, root, split, variant, reason=reason) from e
 
 
+def _standin_class(cls: type, root: Path) -> type:
+    """torchvision's reader ``cls`` as it is, or — in a rehearsal stand-in root (the marker file
+    written by :mod:`ppml.rehearsal`) — with its md5 checks of the real files turned into
+    presence checks, so that stand-in files in the real format load through the same code."""
+    if not (root / ".ppml-rehearsal").is_file():
+        return cls
+    attrs: dict[str, Any] = {}
+    if hasattr(cls, "train_list"):  # CIFAR-10/100
+        attrs = {"train_list": [[f, None] for f, _ in cls.train_list],
+                 "test_list": [[f, None] for f, _ in cls.test_list], "meta": {**cls.meta, "md5": None}}
+    elif hasattr(cls, "split_list"):  # SVHN
+        attrs = {"split_list": {k: [u, f, None] for k, (u, f, _) in cls.split_list.items()}}
+    return type(f"Standin{cls.__name__}", (cls,), attrs)
+
+
 def _load_cifar(name: str, root: Path, split: str, download: bool, size: int | None,
                 channels: int | None) -> ImageData:
     from torchvision.datasets import CIFAR10, CIFAR100
-    cls = CIFAR10 if name == "cifar10" else CIFAR100
+    cls = _standin_class(CIFAR10 if name == "cifar10" else CIFAR100, root)
     present = dataset_available(name, root, split=split)
     ds = _torchvision_call(name, root, split, download,
                            lambda dl: cls(str(root), train=(split == "train"), download=dl), present)
@@ -593,7 +608,7 @@ def _load_svhn(root: Path, split: str, download: bool, size: int | None, channel
     d = root / "svhn"
     present = dataset_available("svhn", root, split=split)
     ds = _torchvision_call("svhn", root, split, download,
-                           lambda dl: SVHN(str(d), split=split, download=dl), present)
+                           lambda dl: _standin_class(SVHN, root)(str(d), split=split, download=dl), present)
     x = torch.from_numpy(np.ascontiguousarray(ds.data))  # already (N, 3, 32, 32) uint8
     x, words = _colour_geometry(x, size, channels, 32)
     y = torch.as_tensor(ds.labels, dtype=torch.int64)
@@ -687,10 +702,14 @@ def load_dataset(name: str, split: str = "train", *, root: str | os.PathLike | N
     if name == "fashion-mnist":
         return _load_fashion(r, split, dl, size, channels)
     if name in ("cifar10", "cifar100"):
-        return _load_cifar(name, r, split, dl, size, channels)
-    if name == "svhn":
-        return _load_svhn(r, split, dl, size, channels)
-    return _load_imagenette(r, split, dl, size, channels, variant, cache)
+        out = _load_cifar(name, r, split, dl, size, channels)
+    elif name == "svhn":
+        out = _load_svhn(r, split, dl, size, channels)
+    else:
+        out = _load_imagenette(r, split, dl, size, channels, variant, cache)
+    if (r / ".ppml-rehearsal").is_file():  # never let a stand-in pass for the real data set
+        out.description = "REHEARSAL STAND-IN (synthetic images in the real file format), not " + out.description
+    return out
 
 
 # --------------------------------------------------------------------------------------------

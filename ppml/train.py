@@ -247,6 +247,8 @@ def _amp_settings(amp: bool, amp_dtype: str | None, device: torch.device) -> tup
         return True, torch.bfloat16
     if not amp or device.type != "cuda":
         return False, torch.float32
+    if amp_dtype is None and os.environ.get("PPML_AMP_DTYPE", "").strip() in ("bf16", "fp16"):
+        amp_dtype = os.environ["PPML_AMP_DTYPE"].strip()  # e.g. scripts/gpu_check.sh tries both
     if amp_dtype is None:
         amp_dtype = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     return True, torch.bfloat16 if amp_dtype == "bf16" else torch.float16
@@ -753,10 +755,19 @@ def _fingerprint(loader: BatchLoader, loss: LossHook | None, model: nn.Module) -
     the training data, the transforms (their key tables: hashed, never stored) and the loss."""
     skip = [id(model), *(id(m) for m in model.modules()), *(id(p) for p in model.parameters()),
             *(id(b) for b in model.buffers())]
+    # A model may hold a cipher (an encrypting first layer): its key tables are integer buffers,
+    # which training never changes, unlike weights and float statistics; BatchNorm's step counter
+    # is the exception. The checkpoint would silently replace them with the old key's.
+    tables = hashlib.sha256()
+    for name, b in sorted(model.named_buffers()):
+        if not (b.is_floating_point() or b.is_complex()) and not name.endswith("num_batches_tracked"):
+            tables.update(f"{name} {b.dtype} {tuple(b.shape)};".encode())
+            tables.update(_tensor_bytes(b))
     return {
         "data": _data_digest(loader.images, loader.labels),
         "transforms": [_callable_digest(t, skip) for t in loader.transforms],
         "loss": ["cross_entropy", "", ""] if loss is None else _callable_digest(loss, skip),
+        "model_tables": tables.hexdigest()[:16],
     }
 
 
@@ -919,6 +930,9 @@ def _check_compatible(path: Path, ck: dict[str, Any], arch: dict[str, Any], conf
         for i, (a, b) in enumerate(zip(old_t, new_t)):
             if list(a) != list(b):
                 problems.append(f"transform {i} changed ({_what_changed(a, b, 'key tables')})")
+    if old_f.get("model_tables") != fingerprint["model_tables"]:
+        problems.append("a model whose integer buffers differ (the key tables of a cipher inside the model: "
+                        "built with another key?)")
     if list(old_f.get("loss") or []) != list(fingerprint["loss"]):
         problems.append(f"another loss ({_what_changed(old_f.get('loss') or ['?', '', ''], fingerprint['loss'], 'tensors')})")
     if problems:
