@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["STYLE", "use_style", "to_numpy_image", "image_grid"]
+__all__ = ["STYLE", "use_style", "to_numpy_image", "image_grid", "jigsaw_figure"]
 
 #: rcParams every notebook figure uses (small, print-friendly, no seaborn dependency).
 STYLE: dict[str, Any] = {
@@ -77,5 +77,80 @@ def image_grid(images: Sequence[Any], titles: Sequence[str] | None = None, *, nc
             ax.set_title(titles[i])
     if suptitle:
         fig.suptitle(suptitle)
+    fig.tight_layout()
+    return fig
+
+
+def jigsaw_figure(record: dict[str, dict[str, float]], examples: dict[str, dict[str, Any]] | None = None, *,
+                  example_keys: Sequence[str] | None = None, metric: str = "neighbour", title: str | None = None):
+    """Jigsaw-solver results (:class:`ppml.attacks.jigsaw.JigsawResults`): ``metric`` (default
+    neighbour comparison) against the number of pieces — one line per scheme and block size
+    across image sizes, for records keyed ``"{scheme}-B{block}-{size}px"`` — and, beside it,
+    example reassemblies (rows: original, ciphertext, reassembled) for ``example_keys``
+    (default: all of ``examples`` up to 6; for a sweep, those at the image size closest to
+    64 px). Records with other keys (e.g. the
+    augmentation study of notebook 02) are drawn as bars, one per setting.
+
+    >>> rec = {"EtC-B8-32px": {"neighbour": 0.5, "pieces": 16}, "EtC-B8-64px": {"neighbour": 0.3, "pieces": 64}}
+    >>> len(jigsaw_figure(rec).axes)
+    1
+    """
+    import re
+
+    import matplotlib.pyplot as plt
+
+    if not record:
+        raise ValueError("jigsaw_figure: empty record")
+    parsed = {k: re.fullmatch(r"(.+)-B(\d+)-(\d+)px", k) for k in record}
+    keys = list(example_keys) if example_keys is not None else None
+    if keys is None and examples:
+        keys = list(examples)
+        if all(parsed.values()) and len(keys) > 6:  # every configuration at the image size closest to 64 px
+            sizes = sorted({int(parsed[k].group(3)) for k in keys if k in parsed})
+            mid = min(sizes, key=lambda v: abs(v - 64))
+            keys = [k for k in keys if k in parsed and int(parsed[k].group(3)) == mid][:6]
+        elif len(keys) > 6:
+            keys = keys[:6]
+    keys = [k for k in (keys or []) if examples and k in examples]
+    ncol = 1 + len(keys)
+    fig = plt.figure(figsize=(3.4 + 1.25 * len(keys), 3.9))
+    gs = fig.add_gridspec(3, ncol, width_ratios=[3.2] + [1.1] * len(keys))
+    main = fig.add_subplot(gs[:, 0])
+    if all(parsed.values()):
+        lines: dict[tuple[str, int], list[tuple[int, float]]] = {}
+        for k, m in parsed.items():
+            lines.setdefault((m.group(1), int(m.group(2))), []).append((int(record[k]["pieces"]), float(record[k][metric])))
+        markers = ["o", "s", "^", "D", "v", "P"]
+        colours = {}
+        for (scheme, block), pts in sorted(lines.items()):
+            pts.sort()
+            c = colours.setdefault(scheme, f"C{len(colours)}")
+            blocks = sorted({b for _, b in lines})
+            main.plot([p for p, _ in pts], [v for _, v in pts], marker=markers[blocks.index(block) % len(markers)],
+                      color=c, label=f"{scheme} B={block}")
+        main.set_xscale("log", base=2)
+        main.set_xlabel("number of pieces")
+    else:
+        names = list(record)
+        main.bar(range(len(names)), [float(record[k][metric]) for k in names], color="C0")
+        main.set_xticks(range(len(names)), [n.replace("_", " ") for n in names], rotation=30, ha="right")
+    main.set_ylabel(f"{metric} comparison" if metric in ("neighbour", "direct") else metric)
+    main.set_ylim(0, 1.02)
+    if all(parsed.values()):
+        main.legend(fontsize=7)
+    for c, k in enumerate(keys, start=1):
+        for r, part in enumerate(("original", "encrypted", "reconstruction")):
+            ax = fig.add_subplot(gs[r, c])
+            a = to_numpy_image(examples[k][part])
+            ax.imshow(a, cmap="gray" if a.ndim == 2 else None, vmin=0, vmax=255 if a.dtype == np.uint8 else 1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.grid(False)
+            if r == 0:
+                ax.set_title(k.replace("-", " "), fontsize=7)
+            if c == 1:
+                ax.set_ylabel(("original", "encrypted", "reassembled")[r], fontsize=7)
+    if title:
+        fig.suptitle(title)
     fig.tight_layout()
     return fig

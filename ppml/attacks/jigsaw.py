@@ -519,73 +519,110 @@ class _Puzzle:
 def _solve_one(pcs: torch.Tensor, grid: tuple[int, int], scheme: str, *, reg: float, k: int,
                features: str = "sorted") -> tuple[np.ndarray, np.ndarray, dict[str, int], int]:
     """Place the pieces of one image; returns the ``piece`` and display-code grids (code
-    ``d + 8·n``: dihedral d, negative–positive n) and solver statistics."""
+    ``d + 8·l``: dihedral d, colour label l), solver statistics and the number of colour labels."""
     pz = _Puzzle(pcs, grid, scheme, reg, features)
     comp, inv, lin = pz.comp, pz.inv, pz.lin
     p = pz.n
-    pos = np.zeros((p, 2), np.int64)
-    tr = np.zeros(p, np.int64)
+    pos = np.zeros((p, 2), np.int64)       # cell of every piece in its group's frame
+    tr = np.zeros(p, np.int64)             # display of every piece in its group's frame
     group = np.arange(p)
-    occ: dict[int, dict[tuple[int, int], int]] = {i: {(0, 0): i} for i in range(p)}
-    box = {i: [0, 0, 0, 0] for i in range(p)}  # rmin, rmax, cmin, cmax of each group
-    n_groups = p
+    members = {i: np.array([i]) for i in range(p)}
+    off = max(grid) + 1                    # group frames stay within ±max(grid) of their first piece
+    width = 2 * off + 1
+
+    def code(rc: np.ndarray) -> np.ndarray:
+        return (rc[..., 0] + off) * width + rc[..., 1] + off
+
+    occ: dict[int, np.ndarray] = {}                      # dense occupancy per group, made on demand
+    box = {i: [0, 0, 0, 0] for i in range(p)}           # rmin, rmax, cmin, cmax per group
+
+    def occupancy(g: int) -> np.ndarray:
+        if g not in occ:
+            occ[g] = np.zeros(width * width, bool)
+            occ[g][code(pos[members[g]])] = True
+        return occ[g]
+
+    def frame_map(i: int, r: int, j: int, t: int, ga: int, gb: int, to_a: bool):
+        """The seam "i shown as r, j shown as t right of it" as a map of one group into the
+        other's frame: (element m, source cell, destination cell) with cell ↦ dst + lin[m]·(cell − src)."""
+        phi = comp[tr[i], inv[r]]                        # seam frame -> a's frame
+        pj = pos[i] + lin[phi] @ np.array([0, 1])         # j's cell in a's frame
+        psi = comp[comp[phi, t], inv[tr[j]]]             # b's frame -> a's frame
+        return (psi, pos[j].copy(), pj) if to_a else (inv[psi], pj, pos[j].copy())
+
+    def move(mover: int, keeper: int, m: int, src: np.ndarray, dst: np.ndarray, keep: np.ndarray | None = None) -> None:
+        mem = members.pop(mover)
+        newpos = dst + (pos[mem] - src) @ lin[m].T
+        tr[mem] = comp[m, tr[mem]]
+        if keep is None:
+            keep = np.ones(len(mem), bool)
+        kept, dropped = mem[keep], mem[~keep]
+        pos[kept] = newpos[keep]
+        group[kept] = keeper
+        members[keeper] = np.concatenate([members[keeper], kept])
+        occupancy(keeper)[code(newpos[keep])] = True
+        b, nk = box[keeper], newpos[keep]
+        box[keeper] = [min(b[0], int(nk[:, 0].min())), max(b[1], int(nk[:, 0].max())),
+                       min(b[2], int(nk[:, 1].min())), max(b[3], int(nk[:, 1].max()))]
+        occ.pop(mover, None)
+        del box[mover]
+        for q in dropped.tolist():  # each dropped piece becomes a group of its own
+            group[q], pos[q] = q, 0
+            members[q], box[q] = np.array([q]), [0, 0, 0, 0]
+
+    def occupied(keeper: int, cells: np.ndarray) -> np.ndarray:
+        """Whether each cell (in keeper's frame) is taken; cells beyond the frame are free."""
+        inside = (np.abs(cells) < off).all(1)
+        out = np.zeros(len(cells), bool)
+        out[inside] = occupancy(keeper)[code(cells[inside])]
+        return out
+
+    ci = cr = cj = ct = np.zeros(0, np.int64)
     if p > 1:
         ci, cr, cj, ct, _ = pz.candidates(k)
-        for i, r, j, t in zip(ci.tolist(), cr.tolist(), cj.tolist(), ct.tolist()):
+        ci, cr, cj, ct = ci.tolist(), cr.tolist(), cj.tolist(), ct.tolist()
+        for i, r, j, t in zip(ci, cr, cj, ct):
             ga, gb = group[i], group[j]
             if ga == gb:
                 continue
-            # the seam says: with i shown as r and j as t, j sits right of i
-            phi = comp[tr[i], inv[r]]                   # seam frame -> a's frame
-            pj = pos[i] + lin[phi] @ np.array([0, 1])    # j's cell in a's frame
-            psi = comp[comp[phi, t], inv[tr[j]]]        # b's frame -> a's frame
-            if len(occ[gb]) <= len(occ[ga]):             # move the smaller group
-                mover, keeper, m, src, dst = gb, ga, psi, pos[j].copy(), pj
-            else:
-                mover, keeper, m, src, dst = ga, gb, inv[psi], pj, pos[j].copy()
-            mem = np.fromiter(occ[mover].values(), np.int64)
-            newpos = dst + (pos[mem] - src) @ lin[m].T
+            to_a = len(members[gb]) <= len(members[ga])  # move the smaller group
+            mover, keeper = (gb, ga) if to_a else (ga, gb)
+            m, src, dst = frame_map(i, r, j, t, ga, gb, to_a)
+            mb = box[mover]  # the bound first, from two opposite corners of the mover's box
+            corners = dst + (np.array([[mb[0], mb[2]], [mb[1], mb[3]]]) - src) @ lin[m].T
             bx = box[keeper]
-            rmin, rmax = min(bx[0], int(newpos[:, 0].min())), max(bx[1], int(newpos[:, 0].max()))
-            cmin, cmax = min(bx[2], int(newpos[:, 1].min())), max(bx[3], int(newpos[:, 1].max()))
+            rmin, rmax = min(bx[0], int(corners[:, 0].min())), max(bx[1], int(corners[:, 0].max()))
+            cmin, cmax = min(bx[2], int(corners[:, 1].min())), max(bx[3], int(corners[:, 1].max()))
             if not pz.fits(rmax - rmin + 1, cmax - cmin + 1):
                 continue
-            target = occ[keeper]
-            cells = list(map(tuple, newpos.tolist()))
-            if any(c in target for c in cells):
+            newpos = dst + (pos[members[mover]] - src) @ lin[m].T
+            if occupied(keeper, newpos).any():
                 continue
-            pos[mem] = newpos
-            tr[mem] = comp[m, tr[mem]]
-            group[mem] = keeper
-            target.update(zip(cells, mem.tolist()))
-            box[keeper] = [rmin, rmax, cmin, cmax]
-            del occ[mover], box[mover]
-            n_groups -= 1
-            if n_groups == 1:
+            move(mover, keeper, m, src, dst)
+            if len(members) == 1:
                 break
-    main = max(occ, key=lambda g: len(occ[g]))
-    largest = len(occ[main])
+    n_groups = len(members)
+    main = max(members, key=lambda g: len(members[g]))
+    largest = len(members[main])
     trimmed = 0
     if n_groups > 1:
         # trim-merge: a confident seam between the main group and another group places the part
         # of that group that lands on free cells inside the best grid window around the main
         # group (it must keep the seam's own piece); the rest of it falls apart into single pieces
         windows = [tuple(grid)] + ([tuple(grid[::-1])] if pz.free and grid[0] != grid[1] else [])
-        for i, r, j, t in zip(ci.tolist(), cr.tolist(), cj.tolist(), ct.tolist()):
+        for i, r, j, t in zip(ci, cr, cj, ct):
             ga, gb = group[i], group[j]
             if ga == gb or main not in (ga, gb):
                 continue
-            phi = comp[tr[i], inv[r]]
-            pj = pos[i] + lin[phi] @ np.array([0, 1])
-            psi = comp[comp[phi, t], inv[tr[j]]]
-            if ga == main:
-                mover, m, src, dst, anchor = gb, psi, pos[j].copy(), pj, j
-            else:
-                mover, m, src, dst, anchor = ga, inv[psi], pj, pos[j].copy(), i
-            mem = np.fromiter(occ[mover].values(), np.int64)
+            to_a = ga == main
+            mover, anchor = (gb, j) if to_a else (ga, i)
+            m, src, dst = frame_map(i, r, j, t, ga, gb, to_a)
+            if occupied(main, dst + (pos[anchor:anchor + 1] - src) @ lin[m].T)[0]:
+                continue  # the seam's own piece would land on an occupied cell
+            mem = members[mover]
             newpos = dst + (pos[mem] - src) @ lin[m].T
-            target = occ[main]
-            free = np.array([tuple(c) not in target for c in newpos.tolist()])
+            free = ~occupied(main, newpos)
+            a = int(np.nonzero(mem == anchor)[0][0])
             bx = box[main]
             best, keep = 0, None
             for wh, ww in windows:
@@ -596,7 +633,6 @@ def _solve_one(pcs: torch.Tensor, grid: tuple[int, int], scheme: str, *, reg: fl
                 inr = (newpos[None, :, 0] >= r0[:, None]) & (newpos[None, :, 0] < r0[:, None] + wh)  # (R, n)
                 inc = (newpos[None, :, 1] >= c0[:, None]) & (newpos[None, :, 1] < c0[:, None] + ww)  # (C, n)
                 inside = inr[:, None, :] & inc[None, :, :] & free                               # (R, C, n)
-                a = int(np.nonzero(mem == anchor)[0][0])
                 counts = np.where(inside[:, :, a], inside.sum(2), 0)
                 if counts.max() > best:
                     best = int(counts.max())
@@ -604,24 +640,12 @@ def _solve_one(pcs: torch.Tensor, grid: tuple[int, int], scheme: str, *, reg: fl
                     keep = inside[ri, cj_]
             if keep is None:
                 continue
-            kept, dropped = mem[keep], mem[~keep]
-            pos[kept] = newpos[keep]
-            tr[mem] = comp[m, tr[mem]]
-            group[kept] = main
-            cells = list(map(tuple, newpos[keep].tolist()))
-            target.update(zip(cells, kept.tolist()))
-            rows_, cols_ = [c[0] for c in cells], [c[1] for c in cells]
-            box[main] = [min(bx[0], *rows_), max(bx[1], *rows_), min(bx[2], *cols_), max(bx[3], *cols_)]
-            del occ[mover], box[mover]
-            for q in dropped.tolist():  # each dropped piece becomes a group of its own
-                group[q] = q
-                pos[q] = 0
-                occ[q], box[q] = {(0, 0): q}, [0, 0, 0, 0]
-            trimmed += len(dropped)
-            if len(occ[main]) == p:
+            trimmed += int((~keep).sum())
+            move(mover, main, m, src, dst, keep)
+            if len(members[main]) == p:
                 break
-    filled = _fill(pz, occ[main], box[main], pos, tr)
-    cells = occ[main]
+    cells = {tuple(c): int(q) for q, c in zip(members[main].tolist(), pos[members[main]].tolist())}
+    filled = _fill(pz, cells, list(box[main]), pos, tr)
     rc = np.array(list(cells.keys()), np.int64)
     rc -= rc.min(0)
     h, w = (rc.max(0) + 1).tolist()
