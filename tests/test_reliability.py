@@ -374,3 +374,22 @@ def test_requires_as_a_single_string_or_wrong_type():
     assert [str(r) for r in reproduce.requirements_for({}, "weights:lpips-alex")] == ["weights:lpips-alex"]
     with pytest.raises(reproduce.RunnerError, match="requires must be a list"):
         reproduce.requirements_for({}, {"weights": "lpips-alex"})
+
+
+def test_resume_of_a_model_holding_a_cipher_of_another_key_is_refused(tmp_path):
+    from ppml.ciphers import cipher_for
+    from ppml.keys import BlockScrambleKey
+
+    class Encrypted(nn.Module):  # an encrypting first layer: its key tables are buffers of the model
+        def __init__(self, seed):
+            super().__init__()
+            self.cipher = cipher_for(BlockScrambleKey.generate(image_size=4, block_size=2, seed=seed))
+            self.net = linear()
+
+        def forward(self, x):
+            return self.net(self.cipher((x * 255).round().to(torch.uint8)).float() / 255)
+
+    fit(Encrypted(1), separable(16), epochs=1, batch_size=8, checkpoint_dir=tmp_path)
+    assert fit(Encrypted(1), separable(16), epochs=1, batch_size=8, checkpoint_dir=tmp_path).resumed_from == 1
+    with pytest.raises(CheckpointError, match=r"a model whose integer buffers differ \(the key tables"):
+        fit(Encrypted(2), separable(16), epochs=1, batch_size=8, checkpoint_dir=tmp_path)
