@@ -148,20 +148,20 @@ def estimate(*, device: str, amp: str, steps: int, batch: int | None = None, onl
              log: Callable[[str], None] = print) -> dict[str, float]:
     """Print one line per training configuration and return GPU-hours per notebook."""
     hours: dict[str, float] = {}
-    log(f"{'notebook':<32} {'training':<44} {'s/step':>8} {'epoch (s)':>10} {'GPU-h':>8}")
+    log(f"{'notebook':<32} {'training':<56} {'s/step':>8} {'epoch (s)':>10} {'GPU-h':>8}")
     for t in TRAININGS:
         if only and only not in t.model and only not in t.notebook:
             continue
         try:
             s = time_step(t, device=device, amp=amp, steps=steps, batch=batch)
         except torch.cuda.OutOfMemoryError:
-            log(f"{t.notebook:<32} {t.what:<44} out of memory at batch {batch or t.batch}")
+            log(f"{t.notebook:<32} {t.what:<56} out of memory at batch {batch or t.batch}")
             continue
         if batch:  # a capped batch (a CPU try-out): scale the step time linearly
             s *= t.batch / batch
         h = s * t.steps / 3600
         hours[t.notebook] = hours.get(t.notebook, 0.0) + h
-        log(f"{t.notebook:<32} {t.what:<44} {s:8.3f} {s * math.ceil(t.n / t.batch):10.1f} {h:8.1f}")
+        log(f"{t.notebook:<32} {t.what:<56} {s:8.3f} {s * math.ceil(t.n / t.batch):10.1f} {h:8.1f}")
     log("")
     log(f"estimated GPU-hours at paper scale ({torch.cuda.get_device_name() if device.startswith('cuda') else device}, "
         f"{amp} autocast; training only, lower bound):")

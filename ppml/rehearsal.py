@@ -59,8 +59,9 @@ __all__ = ["MARKER", "STANDIN_SIZES", "REAL_SIZES", "SCALED_COUNTS", "OVERRIDES"
 MARKER = ".ppml-rehearsal"
 STAMP = "rehearsal — not results"
 #: (train, test) images per stand-in data set (every class of the test split where it has room).
-#: CIFAR-10 has 20 per class in train: notebook 02 takes ``train.subset(20)`` (20 per class).
-STANDIN_SIZES: dict[str, tuple[int, int]] = {"cifar10": (200, 10), "cifar100": (20, 10), "svhn": (20, 10),
+#: CIFAR-10 has 20 per class in train: notebook 02 takes ``train.subset(20)`` (20 per class);
+#: CIFAR-100 has every class in test: notebook 04 shows one test image of each class.
+STANDIN_SIZES: dict[str, tuple[int, int]] = {"cifar10": (200, 10), "cifar100": (20, 100), "svhn": (20, 10),
                                             "imagenette": (20, 10)}
 #: (train, test) images of the real data sets (Imagenette: train / val of the 320 px variant).
 REAL_SIZES: dict[str, tuple[int, int]] = {"cifar10": (50_000, 10_000), "cifar100": (50_000, 10_000),
@@ -362,7 +363,7 @@ def prepare(root: str | os.PathLike | None = None) -> Path:
 # --------------------------------------------------------------------------- inside the kernel
 _ACTIVE = False
 #: Bump when the stand-ins change, so that a kept ``--rehearse-root`` is rewritten.
-_VERSION = "2"
+_VERSION = "3"
 
 
 def activate_in_kernel() -> None:

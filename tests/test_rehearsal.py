@@ -139,3 +139,36 @@ def test_rehearsal_trains_data_parallel_under_torchrun(tmp_path):
     assert ranks[0]["digest"] == ranks[1]["digest"]
     assert ranks[0]["config"]["world_size"] == 2 and ranks[0]["config"]["epochs"] == 250
     assert (tmp_path / "ddp_ck" / "last.pt").exists()  # rank 0 wrote the checkpoint
+
+
+@pytest.mark.slow
+def test_dry_run_lists_exactly_what_is_missing(tmp_path):
+    """`--dry-run --scale paper` names every data set and weight file a notebook needs when none
+    is there, and nothing once all are (the stand-ins stand for them)."""
+    def dry(env):
+        p = subprocess.run([sys.executable, "-m", "ppml.reproduce", "--dry-run", "--scale", "paper",
+                            "--build-dir", str(tmp_path / "b")], cwd=ROOT, env=env, capture_output=True,
+                           text=True, timeout=1200)
+        missing, stem = {}, None
+        for line in p.stdout.splitlines():
+            if line.startswith("["):
+                stem = line.split()[1]
+                missing[stem] = set()
+            elif line.strip().startswith("missing "):
+                missing[stem].add(line.split()[1].rstrip(":"))
+        return p.returncode, missing
+
+    empty = tmp_path / "empty"
+    rc, missing = dry({**_env(), "PPML_DATA": str(empty), "PPML_WEIGHTS": str(empty / "w"),
+                       "TORCH_HOME": str(empty / "t"), "HF_HOME": str(empty / "h"), "HF_HUB_OFFLINE": "1"})
+    assert rc == 1
+    assert missing == {
+        "01_scramblemix": {"dataset:cifar10", "dataset:cifar100", "dataset:svhn", "weights:lpips-alex"},
+        "02_block_scramble_augmentation": {"dataset:cifar10"},
+        "03_isotropic_etc": {"dataset:cifar10", "dataset:imagenette", "weights:vit_b16", "weights:lpips-alex"},
+        "04_transformation_network": {"dataset:cifar10", "dataset:cifar100", "weights:vgg16"},
+        "05_key_generation": {"dataset:cifar10", "weights:lpips-alex", "weights:vgg16"},
+    }
+    root = R.prepare(_cache_root())
+    rc, missing = dry({**_env(), **R.rehearsal_env(root)})
+    assert rc == 0 and all(not m for m in missing.values()), missing
