@@ -833,7 +833,12 @@ class _FolderLock:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        except OSError as e:
+            if not isinstance(e, BlockingIOError):  # a file system without locks: run unlocked
+                os.close(fd)
+                warnings.warn(f"cannot lock checkpoint_dir {ckdir} ({e}); make sure no other run uses it",
+                              RuntimeWarning, stacklevel=3)
+                return
             try:
                 holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip()
             finally:
