@@ -147,7 +147,8 @@ def jigsaw_figure(record: dict[str, dict[str, float]], examples: dict[str, dict[
             ax.set_yticks([])
             ax.grid(False)
             if r == 0:
-                ax.set_title(k.replace("-", " "), fontsize=7)
+                m = parsed.get(k)
+                ax.set_title(f"{m.group(1)}\nB={m.group(2)}, {m.group(3)} px" if m else k.replace("_", " "), fontsize=7)
             if c == 1:
                 ax.set_ylabel(("original", "encrypted", "reassembled")[r], fontsize=7)
     if title:
