@@ -5,9 +5,7 @@ and the notebook runner's input."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
 import stat
 import subprocess
 import sys
