@@ -223,3 +223,27 @@ def test_bad_input_raises_clear_errors():
         J.assemble(x, J.Arrangement.identity(1, (2, 2)), 8)
     with pytest.raises(ValueError, match="B >= 2"):
         J.mgc_dissimilarity(torch.zeros(2, 3, 1, 1), torch.zeros(2, 3, 1, 1))
+
+
+@pytest.mark.parametrize("scheme", ["BlockScramble", "EtC"])
+def test_greedy_fill_from_one_correct_piece_reassembles_smooth_image(scheme):
+    # the last stage alone: grow from a single correctly placed piece until the grid is full
+    x = smooth(32, seed=0)
+    if scheme == "EtC":
+        key = etc_key(32, 8, 1)
+        y, truth = EtC(key=key)(x), J.true_arrangement(key)
+    else:
+        perm = torch.randperm(16, generator=torch.Generator().manual_seed(0))
+        y, truth = scramble_blocks(x, perm, 8), J.true_arrangement(perm, grid=(4, 4))
+    pz = J._Puzzle(J.to_pieces(y, 8)[0], (4, 4), scheme, 1.0, "full")
+    pos, tr = np.zeros((16, 2), np.int64), np.zeros(16, np.int64)
+    seed_piece = int(truth.piece[0, 1, 1])
+    if scheme == "EtC":  # display code d + 8·(channel order + 6·negative–positive)
+        tr[seed_piece] = truth.dihedral[0, 1, 1] + 8 * (truth.channel[0, 1, 1] + 6 * truth.negpos[0, 1, 1])
+    cells = {(0, 0): seed_piece}
+    assert J._fill(pz, cells, [0, 0, 0, 0], pos, tr) == 15
+    rc = np.array(list(cells.keys()))
+    rc -= rc.min(0)
+    piece = np.zeros((4, 4), np.int64)
+    piece[rc[:, 0], rc[:, 1]] = list(cells.values())
+    assert (piece == truth.piece[0]).all()

@@ -15,23 +15,29 @@ per-edge feature vectors, so the dissimilarity of *all* pairs is one matrix prod
 
 **Unknown piece transforms (EtC)** — every piece may be rotated/flipped (8 dihedral codes,
 :mod:`ppml.ciphers.etc` convention), negative–positive transformed (``v ↦ 255 − v``) and
-colour-shuffled (6 channel orders). As in the extended solver, the geometry and the
-negative–positive state are found by compatibility, with both states as candidates: pairs are
-scored over all 8 × 2 transforms of the right piece, on two per-pixel features that no channel
-order changes — the channel mean ``Y`` and the chroma magnitude ``‖c − Y‖`` (a
-negative–positive transform maps ``Y − 127.5`` to its negative and keeps the chroma). The
-channel order (and a final check of the negative–positive state) is then resolved per piece
-by compatibility with its placed neighbours in full colour: a confidence-ordered propagation
-from the most colourful piece (a Prim-like spanning tree over the 12 colour labels) followed
-by iterated conditional modes.
+colour-shuffled (6 channel orders). As in the extended solver, these are found by
+compatibility, every state being a candidate: with ``features="full"`` a seam is scored in
+RGB against all 8 × 12 transforms of the right piece (geometry, negative–positive state and
+channel order are placed together); with ``features="sorted"`` (6× cheaper; the default
+beyond 256 pieces) on each pixel's channel values sorted, which no channel order changes and
+which a negative–positive transform negates and reverses (8 × 2 transforms), the channel
+order (and a last check of the negative–positive state) then being resolved per piece in full
+colour against its placed neighbours: a confidence-ordered propagation from the most
+colourful piece (a Prim-like spanning tree over the 12 colour labels), then iterated
+conditional modes.
 
 **Placement** — a Kruskal-like merge of piece groups (as in Gallagher's tree-based
-reassembly): candidate seams (the ``k`` best per piece edge) are taken in order of confidence
-(dissimilarity over the second-best of that edge); a merge joins two groups, each in its own
-frame (positions and piece transforms), if no two pieces overlap and the merged bounding box
-still fits the known grid ``H/B × W/B`` (in either orientation when pieces can rotate). When
-the candidates run out, the largest group is grown greedily (the empty cell with most placed
-neighbours, the piece and transform of lowest total dissimilarity) until the grid is full.
+reassembly): candidate seams — for every piece edge, the ``k`` most compatible other pieces,
+each in its best transform — are taken in order of confidence (dissimilarity over the
+smaller second-best dissimilarity of the two edges involved, Gallagher's normalisation); a
+merge joins two groups, each in its own frame (cells and piece transforms), if no two
+pieces overlap and the merged bounding box still fits the known grid ``H/B × W/B`` (in either
+orientation when pieces can rotate). When no merge is left, the same seams are replayed
+between the largest group and the others, placing the part of the other group that lands on
+free cells inside the grid (trimming the rest into single pieces); last, the largest group
+is grown greedily (the empty cell with most placed neighbours gets the piece and transform of
+least total dissimilarity) until the grid is full. Loops run over merge and placement steps
+only; all dissimilarities are batched matrix products.
 
 **Scores** (:func:`score`) — *direct comparison* (fraction of pieces at the right cell with
 the right orientation), *neighbour comparison* (fraction of the original image's adjacent
