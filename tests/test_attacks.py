@@ -230,6 +230,21 @@ def test_gan_attack_unpaired_nibbles_labels_and_tv_run():
                        enc.float())
 
 
+def test_gan_attack_resumes_from_its_checkpoint_bit_for_bit(tmp_path):
+    plain = photo_crops(24, 8, seed=4)
+    enc = cipher_for(LEKey.generate(image_size=8, block_size=4, seed=2))(plain)
+    kw = dict(block_size=4, seed=1, input="nibbles", width=4, d_width=4, block_features=4, batch_size=8)
+    full = gan_attack(plain, enc, enc[:4], epochs=3, **kw)
+    ck = tmp_path / "gan.pt"
+    gan_attack(plain, enc, enc[:4], epochs=1, checkpoint=ck, **kw)  # "killed" after one epoch
+    assert torch.equal(gan_attack(plain, enc, enc[:4], epochs=3, checkpoint=ck, **kw), full)
+    with pytest.raises(ValueError, match="other data or settings"):
+        gan_attack(plain, enc, enc[:4], epochs=3, checkpoint=ck, **{**kw, "seed": 2})
+    ck.write_bytes(b"junk")
+    with pytest.raises(ValueError, match="corrupt"):
+        gan_attack(plain, enc, enc[:4], epochs=3, checkpoint=ck, **kw)
+
+
 def test_polarity_undoes_negated_channels_of_real_photos(photos):
     """Any pattern of negated channels (incl. the whole negative) is recognised from colour
     correlations plus the attacker's own images' moments."""
@@ -271,7 +286,9 @@ def test_run_attacks_threat_model_and_scores():
     make_key = {"PE": lambda k: PEKey.generate(image_size=16, seed=k),
                 "EtC": lambda k: EtCKey.generate(image_size=16, block_size=8, seed=k)}
     res = run_attacks(victim, victim_train, attacker, make_key, gan_epochs=1, attack_keys=2, seed=0,
-                      gan_block={"PE": 1, "EtC": 8}, itn_kwargs=dict(epochs=1, width=4, depth=1, progress=False))
+                      gan_block={"PE": 1, "EtC": 8}, gan_kwargs=dict(width=4, d_width=4, block_features=4),
+                      gan_scheme_kwargs={"EtC": {"epochs": 2, "body": False}}, eval_every=1,
+                      itn_kwargs=dict(epochs=1, width=4, depth=1, progress=False))
     assert list(res.recon) == ["PE", "EtC"] and list(res.recon["PE"]) == ["Encrypted", *ATTACKS]
     # the "Encrypted" row is the victim's images under the victim's key make_key(seed + 1000)
     assert torch.equal(res.recon["PE"]["Encrypted"], cipher_for(make_key["PE"](1000))(victim))
@@ -281,6 +298,12 @@ def test_run_attacks_threat_model_and_scores():
             assert res.ssim[sc][name].shape == (6,)
     assert res.mean_ssim()["PE"]["FR-Attack"] > res.mean_ssim()["PE"]["Encrypted"]  # folding undoes PE's negation
     assert -1 <= res.floor <= 1 and set(res.cpu_seconds) == {"GAN PE", "ITN PE", "GAN EtC", "ITN EtC"}
+    # SSIM curves: one point per training step (GAN EtC trains 2 epochs of one batch), the last = the result
+    assert set(res.curves) == set(res.cpu_seconds)
+    assert res.curves["GAN PE"]["step"] == [1] and res.curves["GAN EtC"]["step"] == [1, 2]
+    for name, c in res.curves.items():
+        attack, sc = name.split()
+        assert c["ssim"][-1] == pytest.approx(res.mean_ssim()[sc][f"{attack}-Attack"], abs=1e-6)
     with pytest.raises(ValueError, match="unknown attacks"):
         run_attacks(victim, victim_train, attacker, make_key, attacks=("FR-Attack", "X"))
     with pytest.raises(ValueError, match="must share"):

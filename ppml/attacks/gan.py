@@ -63,8 +63,9 @@ Differences (each deliberate, each an argument):
    correlations, then means/skewnesses against the attacker's images). LE's inversion bits
    make a photographic negative exactly as smooth as the positive, and a generator whose
    front end is batch-normalised cannot turn one into the other without passing through zero
-   contrast, so a short run can settle on the negative (measured: SSIM −0.22 on LE at smoke
-   scale, a clear *structure* leak that SSIM scores as negative).
+   contrast, so a short run can settle on the negative, or on a negative in one channel
+   (measured: SSIM −0.22 on LE at smoke scale, a clear *structure* leak that SSIM scores as
+   negative).
 9. ``body=False`` (not in SIA-GAN): the generator is the front end alone (no activation,
    ``out_channels`` features, tanh) — a per-block affine map, which can express LE's
    decryption on nibbles but cannot hallucinate texture; far cheaper per step on a CPU.
@@ -85,6 +86,7 @@ RNG is left untouched).
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any, Callable
 
@@ -92,7 +94,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ppml.utils import progress
+from ppml.utils import atomic_write, progress
 
 __all__ = ["SIAGANGenerator", "SIAGANDiscriminator", "BlockFrontEnd", "gan_attack", "polarity", "to_input"]
 
@@ -307,8 +309,9 @@ def polarity(rec: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
 
     Step 1 (up to one global sign): maximise the sum of signed correlations between channels
     (natural images have positively correlated colour channels). Step 2: of the two signs
-    left, keep the one whose per-channel means and skewnesses are closer to ``reference``'s
-    (distances in units of the reference's spread). Cheap, ciphertext-only (``rec`` are
+    left, keep the one whose mean and skewness of all values (channels pooled, so a
+    reconstruction with swapped colours is judged right) are closer to ``reference``'s
+    (the mean in units of the reference's spread). Cheap, ciphertext-only (``rec`` are
     reconstructions of ciphertexts, ``reference`` the attacker's own images).
 
     >>> import torch
@@ -326,15 +329,13 @@ def polarity(rec: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     best = combos[torch.argmax(torch.einsum("ki,ij,kj->k", combos, corr, combos))]
 
     def moments(x: torch.Tensor) -> torch.Tensor:
-        m, sd = x.mean(1), x.std(1).clamp_min(1e-12)
-        return torch.stack([m, (((x - m[:, None]) / sd[:, None]) ** 3).mean(1)])
+        x = x.flatten()
+        m, sd = x.mean(), x.std().clamp_min(1e-12)
+        return torch.stack([m / spread, (((x - m) / sd) ** 3).mean()])
 
-    target, spread = moments(ref), ref.std(1).clamp_min(1e-12)
-    scores = []
-    for s in (best, -best):
-        flipped = torch.where(s[:, None] > 0, r, 1 - r)
-        d = (moments(flipped) - target).abs()
-        scores.append(float((d[0] / spread).sum() + d[1].sum()))
+    spread = ref.std().clamp_min(1e-12)
+    target = moments(ref)
+    scores = [float((moments(torch.where(s[:, None] > 0, r, 1 - r)) - target).abs().sum()) for s in (best, -best)]
     return (best if scores[0] <= scores[1] else -best).float()
 
 
@@ -377,7 +378,7 @@ def gan_attack(train_plain: torch.Tensor, train_enc: torch.Tensor, test_enc: tor
                labels: torch.Tensor | None = None, class_weight: float = 1.0, tv_weight: float = 0.0,
                augment: bool = True, fix_polarity: bool = False, paired: bool = False, pixel_weight: float = 100.0,
                eval_every: int | None = None, eval_fn: Callable[[torch.Tensor], float] | None = None,
-               return_history: bool = False):
+               checkpoint: str | os.PathLike | None = None, return_history: bool = False):
     """Train SIA-GAN (encrypted → plain; see the module docstring) and reconstruct ``test_enc``.
 
     Args:
@@ -403,6 +404,9 @@ def gan_attack(train_plain: torch.Tensor, train_enc: torch.Tensor, test_enc: tor
         eval_every, eval_fn: record ``eval_fn(uint8 reconstructions of test_enc)`` every
             ``eval_every`` generator steps and after the last one (history ``"step"``,
             ``"eval"``, ``"cpu_seconds"``: training CPU seconds so far, evaluation excluded).
+        checkpoint: a file written atomically after every epoch (networks, optimisers, RNG,
+            history); if it exists, training resumes after its last epoch (call again with more
+            ``epochs`` to extend a run). A checkpoint made with other data or settings raises.
         return_history: also return the history: per-epoch means ``"d_loss"``, ``"g_adv"``,
             ``"pixel"``, ``"ce"`` and the evaluation curve above.
 
@@ -473,9 +477,30 @@ def gan_attack(train_plain: torch.Tensor, train_enc: torch.Tensor, test_enc: tor
             history["eval"].append(float(eval_fn(_reconstruct(gen, test_enc, input, signs()))))
             history["cpu_seconds"].append(round(cpu, 2))
 
-        bar = progress(total=epochs * steps, desc="GAN-Attack", leave=False)
-        step = 0
-        for _ in range(epochs):
+        fingerprint = repr(dict(data=[(tuple(v.shape), int(v.sum())) for v in (train_plain, train_enc)],
+                                labels=None if labels is None else int(labels.sum()), b=b, input=input, width=width,
+                                n_res=n_res, block_features=block_features, d_width=d_width, shared=shared_blocks,
+                                body=body, sn=spectral_norm, batch=batch_size, lr=(lr, lr_d, betas, betas_d),
+                                weights=(class_weight, tv_weight, pixel_weight), augment=augment, paired=paired,
+                                seed=seed))
+        step, start = 0, 0
+        if checkpoint is not None and os.path.exists(checkpoint):
+            try:
+                state = torch.load(checkpoint, map_location=device, weights_only=False)
+                ok = state["fingerprint"] == fingerprint
+            except Exception as e:  # noqa: BLE001 - any unreadable file is the same error for the user
+                raise ValueError(f"gan_attack: checkpoint {checkpoint} is corrupt ({e}); delete it to start over") from e
+            if not ok:
+                raise ValueError(f"gan_attack: checkpoint {checkpoint} was made with other data or settings; "
+                                 f"delete it or pass another path")
+            gen.load_state_dict(state["gen"]); disc.load_state_dict(state["disc"])
+            opt_g.load_state_dict(state["opt_g"]); opt_d.load_state_dict(state["opt_d"])
+            if clf is not None:
+                clf.load_state_dict(state["clf"])
+            g.set_state(state["rng"]); torch.set_rng_state(state["torch_rng"])
+            start, step, cpu, history = state["epoch"], state["step"], state["cpu"], state["history"]
+        bar = progress(total=max(0, epochs - start) * steps, desc="GAN-Attack", leave=False)
+        for epoch in range(start, epochs):
             order = torch.randperm(m_enc, generator=g)
             order_plain = order if paired else torch.randint(m_plain, (m_enc,), generator=g)
             sums = torch.zeros(4)
@@ -517,6 +542,13 @@ def gan_attack(train_plain: torch.Tensor, train_enc: torch.Tensor, test_enc: tor
                     evaluate(step)
             for k, v in zip(("d_loss", "g_adv", "pixel", "ce"), (sums / steps).tolist()):
                 history[k].append(v)
+            if checkpoint is not None:
+                state = dict(fingerprint=fingerprint, epoch=epoch + 1, step=step, cpu=cpu, history=history,
+                             gen=gen.state_dict(), disc=disc.state_dict(), opt_g=opt_g.state_dict(),
+                             opt_d=opt_d.state_dict(), clf=None if clf is None else clf.state_dict(),
+                             rng=g.get_state(), torch_rng=torch.get_rng_state())
+                with atomic_write(checkpoint, "wb") as fh:
+                    torch.save(state, fh)
         bar.close()
         if eval_fn is not None and (not history["step"] or history["step"][-1] != step):
             evaluate(step)
