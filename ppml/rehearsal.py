@@ -79,8 +79,8 @@ SCALED_COUNTS: dict[str, dict[str, tuple[str, str]]] = {
 OVERRIDES: dict[str, dict[str, Any]] = {
     "03_isotropic_etc": {"gan_epochs": 1},  # ppml.attacks.gan has its own loop
     # Fig. 3 scores 11 ratios x repeats with FID/NIQE (Inception at 299 px): a handful of images.
-    "05_key_generation": {"fig3_images": 8, "niqe_images": 2, "fig3_repeats": 2, "trials": 3, "repeats": 2,
-                          "train_seeds": 1},
+    "05_key_generation": {"fig3_images": 8, "niqe_images": 2, "fig3_lpips_images": 8, "fig3_repeats": 2, "trials": 3,
+                          "repeats": 2, "train_seeds": 1},
 }
 CIFAR10_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
@@ -295,8 +295,10 @@ def _scale(value: Any, ds: str, split: str) -> Any:
     return max(1, math.ceil(int(value) * s / r)) if isinstance(value, (int, float)) else value
 
 
-def rehearsal_params(stem: str, params: Mapping[str, Any], extra: Mapping[str, Any] | None = None) -> tuple[dict, dict]:
-    """The paper parameters with counts scaled to the stand-ins and :data:`OVERRIDES` applied.
+def rehearsal_params(stem: str, params: Mapping[str, Any], extra: Mapping[str, Any] | None = None,
+                     declared: Iterable[str] = ()) -> tuple[dict, dict]:
+    """The paper parameters with counts scaled to the stand-ins and :data:`OVERRIDES` applied
+    (to the given parameters and to those the notebook ``declared``, i.e. its defaults).
 
     Returns ``(params, changes)``; ``changes`` maps each changed name to ``(paper, rehearsal)``.
 
@@ -307,8 +309,9 @@ def rehearsal_params(stem: str, params: Mapping[str, Any], extra: Mapping[str, A
     for key, (ds, split) in SCALED_COUNTS.get(stem, {}).items():
         if key in out:
             out[key] = _scale(out[key], ds, split)
+    declared = set(declared)
     for key, v in {**OVERRIDES.get(stem, {}), **(extra or {})}.items():
-        if key in out or key in (extra or {}):
+        if key in out or key in declared or key in (extra or {}):
             out[key] = v
     changes = {k: (params.get(k), out[k]) for k in out if params.get(k) != out[k]}
     return out, changes

@@ -360,7 +360,7 @@ def run(stems: Sequence[str], *, scale: str = "smoke", dry_run: bool = False,
                 ck = build / "checkpoints" / stem
                 shutil.rmtree(ck, ignore_errors=True)
                 extra["checkpoint_dir"] = str(ck)
-            given, rehearsal_changes[stem] = rehearsal.rehearsal_params(stem, given, extra)
+            given, rehearsal_changes[stem] = rehearsal.rehearsal_params(stem, given, extra, declared0)
             for k, (a, b) in rehearsal_changes[stem].items():
                 log(f"      rehearsal: {k} = {b!r} (paper: {a!r})")
         dst = build / f"{stem}.ipynb"
