@@ -74,7 +74,7 @@ import itertools
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -203,7 +203,9 @@ class Arrangement:
 
     @classmethod
     def concat(cls, items: Sequence["Arrangement"]) -> "Arrangement":
-        return cls(*(np.concatenate([getattr(a, f) for a in items]) for f in ("piece", "dihedral", "negpos", "channel")))
+        """One arrangement of all images of ``items``, in order."""
+        fields = ("piece", "dihedral", "negpos", "channel")
+        return cls(*(np.concatenate([getattr(a, f) for a in items]) for f in fields))
 
 
 def _check_images(y: Any, block_size: Any, who: str) -> tuple[int, int]:
@@ -455,7 +457,8 @@ class _Puzzle:
         self.ncol = len(col_ops)
         ng = 8 * self.ncol
         gid = np.arange(ng)
-        self.comp = _COMP8[(gid % 8)[:, None], (gid % 8)[None, :]] + 8 * col_comp[(gid // 8)[:, None], (gid // 8)[None, :]]
+        d, c = gid % 8, gid // 8
+        self.comp = _COMP8[d[:, None], d[None, :]] + 8 * col_comp[c[:, None], c[None, :]]
         self.inv = np.array([int(np.nonzero(self.comp[x] == 0)[0][0]) for x in gid])
         self.lin = _LIN8[gid % 8]
         disp = [col_ops[g // 8](_apply_d(feats, g % 8)) for g in range(ng)]
@@ -908,7 +911,8 @@ def _correct_pairs(solution: Arrangement, truth: Arrangement) -> list[tuple[np.n
         dt[tg.reshape(-1)] = truth.dihedral[t].reshape(-1)
         a = np.concatenate([tg[:, :-1].reshape(-1), tg[:-1, :].reshape(-1)])
         b = np.concatenate([tg[:, 1:].reshape(-1), tg[1:, :].reshape(-1)])
-        delta = np.concatenate([np.tile([0, 1], ((gw - 1) * gh, 1)), np.tile([1, 0], ((gh - 1) * gw, 1))]).reshape(-1, 2)
+        delta = np.concatenate([np.tile([0, 1], ((gw - 1) * gh, 1)),
+                                np.tile([1, 0], ((gh - 1) * gw, 1))]).reshape(-1, 2)
         frame = _COMP8[ds[a], _INV8[dt[a]]]          # truth -> solution frame implied by piece a
         ok = (ds[b] == _COMP8[frame, dt[b]]) & ((ps[b] - ps[a]) == np.einsum("kij,kj->ki", _LIN8[frame], delta)).all(1)
         out.append((a, b, ok))
