@@ -79,7 +79,8 @@ SCALED_COUNTS: dict[str, dict[str, tuple[str, str]]] = {
 OVERRIDES: dict[str, dict[str, Any]] = {
     "03_isotropic_etc": {"gan_epochs": 1},  # ppml.attacks.gan has its own loop
     # Fig. 3 scores 11 ratios x repeats with FID/NIQE (Inception at 299 px): a handful of images.
-    "05_key_generation": {"fig3_images": 8, "niqe_images": 2, "fig3_lpips_images": 8, "fig3_repeats": 2, "trials": 3,
+    "05_key_generation": {"fig3_images": 8, "niqe_images": 2, "fig3_lpips_images": 8, "fig3_repeats": 1, "fig3_steps": 2,
+                          "trials": 3,
                           "repeats": 2, "train_seeds": 1},
 }
 CIFAR10_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
