@@ -58,7 +58,7 @@ def test_k1_is_only_the_sign_mask_and_draws_are_reproducible(x):
 
 
 def test_cross_dataset_mode_labels_only_private_images(x):
-    pub = torch.rand(7, 3, 6, 6, generator=gen(5))
+    pub = torch.rand(12, 3, 6, 6, generator=gen(5))
     ih = InstaHide(k=4, public=pub, k_private=2)
     y = torch.arange(10) % 2
     b = ih.encode(x, gen(6), y=y, num_classes=2)
@@ -67,7 +67,73 @@ def test_cross_dataset_mode_labels_only_private_images(x):
     mix = sum(b.weights[:, j].view(-1, 1, 1, 1) * (2 * x[b.partners[:, j]] - 1) for j in (0, 1)) + \
         sum(b.weights[:, j].view(-1, 1, 1, 1) * (2 * p - 1) for j, p in zip((2, 3), pub_imgs))
     assert torch.allclose(b.images, b.signs * mix, atol=1e-6)
-    assert torch.allclose(b.targets.sum(1), torch.ones(10), atol=1e-6)
+    # not renormalised: the targets sum to the private share λ0 + λ1 (< 1)
+    assert torch.allclose(b.targets.sum(1), b.weights[:, :2].sum(1), atol=1e-6)
+
+
+# ---- parity with the authors' train_cross.py, restated literally in numpy (their mixup_data /
+# generate_sample / mixup_criterion), independent of the torch code under test
+def _authors_lams(n, klam, upper, dom, rng):
+    lams = rng.normal(0, 1, size=(n, klam))
+    for i in range(n):
+        lams[i] = np.abs(lams[i]) / np.sum(np.abs(lams[i]))
+        if klam > 1:
+            while lams[i].max() > upper or (lams[i][0] + lams[i][1]) < dom:
+                lams[i] = rng.normal(0, 1, size=(1, klam))
+                lams[i] = np.abs(lams[i]) / np.sum(np.abs(lams[i]))
+    return lams
+
+
+def _authors_targets(lams, ys, nclass, inside_cnt=2):
+    onehot = [np.eye(nclass)[y] for y in ys]
+    mixy = lams[:, 0:1] * onehot[0]
+    for i in range(1, inside_cnt):
+        mixy = mixy + lams[:, i:i + 1] * onehot[i]
+    return mixy
+
+
+def test_cross_mode_weights_follow_the_authors_rejection_rule():
+    from scipy.stats import ks_2samp
+
+    n = 4000
+    ours = InstaHide(k=6, k_private=2, public=torch.rand(1, 3, 2, 2)).sample_weights(n, gen(0)).double().numpy()
+    theirs = _authors_lams(n, 6, 0.65, 0.3, np.random.default_rng(0))
+    for w in (ours, theirs):
+        assert np.allclose(w.sum(1), 1) and w.max() <= 0.65 + 1e-6 and (w[:, 0] + w[:, 1]).min() >= 0.3 - 1e-6
+    assert (ours[:, 0] + ours[:, 1]).min() < 0.31  # the private-share bound binds (a rejection, not a clamp)
+    for stat in (lambda w: w[:, 0] + w[:, 1], lambda w: w.max(1), lambda w: w[:, 3]):
+        assert ks_2samp(stat(ours), stat(theirs)).pvalue > 1e-3  # same conditional distribution
+    inside = InstaHide(k=6).sample_weights(n, gen(1)).double().numpy()
+    assert (inside[:, 0] + inside[:, 1]).min() < 0.3  # train_inside.py has no such bound
+    with pytest.raises(ValueError, match="min_private_share must lie in"):
+        InstaHide(k=6, k_private=2, public=torch.rand(8, 3, 2, 2), min_private_share=1.5)
+
+
+def test_cross_mode_targets_are_the_authors_unnormalised_mix(x):
+    pub = torch.rand(10, 3, 6, 6, generator=gen(7))
+    y = torch.tensor([0, 1, 2, 3, 0, 1, 2, 3, 0, 1])
+    b = InstaHide(k=6, k_private=2, public=pub).encode(x, gen(8), y=y, num_classes=4)
+    lams = b.weights.double().numpy()
+    ys = [y[b.partners[:, j]].numpy() for j in range(2)]
+    assert np.allclose(b.targets.double().numpy(), _authors_targets(lams, ys, 4), atol=1e-6)
+    assert float(b.targets.sum(1).max()) < 1 - 1e-3 or float((lams[:, :2].sum(1)).max()) > 0.999
+
+
+def test_cross_mode_public_partners_are_a_per_epoch_permutation(x):
+    pub = torch.rand(25, 3, 6, 6, generator=gen(9))
+    ih = InstaHide(k=6, k_private=2, public=pub)
+    g, subsets = gen(10), []
+    for _ in range(3):  # three epochs
+        cols = -1 - ih.encode(x, g).partners[:, 2:]  # (10, 4) public indices
+        sets = [set(c.tolist()) for c in cols.T]
+        assert all(len(c) == 10 for c in sets)  # no repeats within a column
+        assert all(s == sets[0] for s in sets)  # every public slot permutes the epoch's first n of P
+        subsets.append(frozenset(sets[0]))
+    assert len(set(subsets)) > 1  # a fresh permutation of the public set every epoch
+    full = -1 - InstaHide(k=6, k_private=2, public=pub[:10]).encode(x, gen(11)).partners[:, 2:]
+    assert all(sorted(c.tolist()) == list(range(10)) for c in full.T)
+    with pytest.raises(ValueError, match="at least\nas many images as the batch|at least as many images as the batch"):
+        InstaHide(k=6, k_private=2, public=pub[:5]).encode(x, gen())
 
 
 def test_instahide_errors(x):
@@ -182,3 +248,77 @@ def test_inception_score_never_uses_a_substitute_network():
         pytest.skip("real Inception weights present: the offline refusal cannot be tested here")
     with pytest.raises(metrics.WeightsNotAvailable, match="Inception Score"):
         inception_score(torch.rand(2, 3, 8, 8))
+
+
+# ----------------------------------------------------------------------------- the faithful attack
+from ppml.attacks.instahide import (align_pixel_signs, carlini_attack, challenge_scores, global_sign,  # noqa: E402
+                                    instahide_challenge, labelled_photo_crops, make_challenge, mixing_matrix,
+                                    reconstruct_signed, sign_accuracy, weights_from_labels)
+
+
+def _synthetic(n=8, m=80, k=3, shape=(1, 4, 4), seed=0):
+    g = gen(seed)
+    x = torch.rand(n, *shape, generator=g, dtype=torch.float64) * 2 - 1
+    members = torch.stack([torch.randperm(n, generator=g)[:k] for _ in range(m)])
+    lam = torch.rand(m, k, generator=g, dtype=torch.float64) + 0.2
+    lam = lam / lam.sum(1, keepdim=True)
+    return x, members, lam
+
+
+def test_forward_model_is_abs_of_the_mixture_and_is_inverted_exactly():
+    x, members, lam = _synthetic()
+    W = mixing_matrix(members, lam, 8)
+    m = (W @ x.flatten(1)).view(80, 1, 4, 4)
+    signs = torch.randint(0, 2, m.shape, generator=gen(1)).double() * 2 - 1
+    e = signs * m
+    # the model the attack fits is |Σλx|, not Σλ|x| (which the sign mask does not give)
+    assert torch.allclose(e.abs(), (W @ x.flatten(1)).abs().view_as(e))
+    assert not torch.allclose(e.abs(), (W @ x.abs().flatten(1)).view_as(e), atol=1e-2)
+    X, res = reconstruct_signed(e.abs(), W, restarts=32)
+    flip = (X * x).sum(0).sign()  # exact up to one sign per pixel position, shared by all images
+    assert torch.allclose(X, x * flip, atol=1e-6) and float(res.max()) < 1e-10
+    # a known offset (the cross-dataset public mean) fixes that sign too
+    off = 0.3 * torch.ones_like(m)
+    X2, _ = reconstruct_signed((m + off).abs(), W, offset=off, restarts=32)
+    assert torch.allclose(X2, x, atol=1e-6)
+
+
+def test_pixel_signs_and_global_sign_are_recovered_on_real_photos():
+    x, _ = labelled_photo_crops(16, 16, seed=0)
+    pub = photo = labelled_photo_crops(32, 16, seed=1, sources=("china", "flower"))[0]
+    xc = 2 * x.double() / 255 - 1
+    flips = torch.randint(0, 2, xc.shape[1:], generator=gen(2)).double() * 2 - 1
+    f = align_pixel_signs(xc * flips)
+    fixed = xc * flips * f
+    fixed = fixed * global_sign(fixed, pub)
+    assert sign_accuracy(fixed, x) >= 0.95 and photo is pub
+
+
+def test_weights_from_labels_and_mixing_matrix_errors():
+    t = torch.tensor([[0.5, 0.3, 0.2]])
+    assert torch.allclose(weights_from_labels(t, torch.tensor([[0, 1, 2]]), torch.tensor([0, 1, 2])),
+                          torch.tensor([[0.5, 0.3, 0.2]], dtype=torch.float64))
+    with pytest.raises(ValueError, match="both be"):
+        mixing_matrix(torch.zeros(3, 2, dtype=torch.long), torch.zeros(3, 3), 4)
+    with pytest.raises(ValueError, match="n_private"):
+        mixing_matrix(torch.tensor([[5]]), torch.ones(1, 1), 4)
+    with pytest.raises(ValueError, match="expected \\|encodings\\|"):
+        reconstruct_signed(torch.rand(3, 4), torch.ones(3, 2))
+    with pytest.raises(ValueError, match="mixing matrix must be"):
+        reconstruct_signed(torch.rand(3, 1, 2, 2), torch.ones(4, 2))
+    with pytest.raises(ValueError, match="targets must be"):
+        carlini_attack(torch.rand(3, 1, 2, 2), torch.rand(4, 2), 2, 1, public=torch.rand(2, 1, 2, 2))
+    with pytest.raises(ValueError, match="mode must be"):
+        instahide_challenge(torch.rand(2, 3, 8, 8), torch.zeros(2, dtype=torch.long), torch.rand(2, 3, 8, 8), mode="x")
+
+
+def test_oracle_attack_beats_the_floor_on_real_photos():
+    x, y = labelled_photo_crops(12, 16, seed=0)
+    pub = labelled_photo_crops(24, 16, seed=1, sources=("china", "flower", "stereo_motorcycle"))[0]
+    ch = make_challenge(x, y, 4, k=4, encodings_per_image=24, seed=0)
+    ch.public = pub.float() / 255
+    r = carlini_attack(ch.encodings, ch.targets, 12, 4, public=pub, members=ch.members,
+                       weights=ch.weights, classes=y, restarts=16)
+    sc = challenge_scores(ch, r)
+    assert sc["mean_ssim"] > sc["floor"] + 0.2 and sc["sign_accuracy"] >= 0.95
+    assert sc["frac_above_0.5"] >= 0.6

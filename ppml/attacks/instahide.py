@@ -41,7 +41,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 __all__ = ["abs_features", "encoding_similarity", "group_encodings", "reconstruct_groups", "ColourFix",
-           "train_colour_fix", "instahide_attack", "match_reconstructions", "AttackResult", "inception_score"]
+           "train_colour_fix", "instahide_attack", "match_reconstructions", "AttackResult", "inception_score",
+           # the attack on the true forward model (Carlini et al.'s steps, faithful)
+           "highpass_features", "mixing_matrix", "reconstruct_signed", "align_pixel_signs", "global_sign",
+           "grow_cliques", "find_membership", "reassign_members", "weights_from_labels", "Challenge",
+           "make_challenge", "public_offset", "CarliniResult", "carlini_attack", "sign_accuracy",
+           "challenge_scores", "labelled_photo_crops", "instahide_challenge", "scramblemix_challenge",
+           "attack_report", "PRIVATE_SOURCES", "PUBLIC_SOURCES"]
 
 
 def abs_features(enc: torch.Tensor, *, value_range: tuple[float, float] = (-1.0, 1.0),
@@ -538,8 +544,10 @@ def find_membership(abs_enc: torch.Tensor, targets: torch.Tensor, n_private: int
        say whether two encodings share an image; this is its untrained stand-in).
     2. Cliques: for every encoding and every class in its label, grow a set of the
        ``size = M·k_private/n_private`` most similar encodings whose label has that class
-       (:func:`grow_cliques`); keep ``n_private`` dense, mostly disjoint ones (overlap < ½),
-       densest first — each is one private image, its class the clique's class.
+       (:func:`grow_cliques`); keep ``n_private`` dense ones, densest core (first quarter)
+       first, skipping those whose core's mean feature correlates with a kept one's above
+       0.5 (relaxed step by step if too few remain) — each is one private image, its class
+       the clique's class.
     3. Matching: prototype = mean feature of a clique; each encoding is assigned to its
        ``k_private`` most correlated prototypes among those whose class its label holds;
        prototypes are re-estimated from the assigned encodings ``refine`` times (the
@@ -561,25 +569,26 @@ def find_membership(abs_enc: torch.Tensor, targets: torch.Tensor, n_private: int
     seed_enc, seed_cls = has.nonzero(as_tuple=True)
     allowed = has[:, seed_cls].T  # (S, M): may add encodings whose label holds the seed's class
     cliques = _grow(sim, seed_enc, allowed, size)
-    half = cliques[:, : max(2, size // 2)]  # the core, added first, is the most reliable part
-    dens = sim[half.unsqueeze(2), half.unsqueeze(1)].mean((1, 2))
-    inset = torch.zeros(len(cliques), M, dtype=torch.bool)
-    inset[torch.arange(len(cliques)).unsqueeze(1), half] = True
-    chosen = []
-    alive = torch.ones(len(cliques), dtype=torch.bool)
-    for _ in range(int(n_private)):  # greedy choice of dense, mostly disjoint cliques
-        if not bool(alive.any()):
-            alive = torch.ones(len(cliques), dtype=torch.bool)  # relax: allow overlaps
-            for c in chosen:
-                alive[c] = False
-        i = int(torch.where(alive, dens, torch.full_like(dens, -torch.inf)).argmax())
-        chosen.append(i)
-        overlap = (inset & inset[i]).sum(1).double() / half.shape[1]
-        alive &= overlap < 0.5
+    core = cliques[:, : max(2, size // 4)]  # the first members added are the most reliable
+    dens = sim[core.unsqueeze(2), core.unsqueeze(1)].mean((1, 2))
+    cp = f[core].mean(1)
+    cp = cp - cp.mean(1, keepdim=True)
+    cp = cp / cp.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    chosen: list[int] = []
+    for thr in (0.5, 0.6, 0.7, 0.8, 0.9, 2.0):  # distinct images first, then relax
+        alive = torch.ones(len(cliques), dtype=torch.bool)
+        for c in chosen:
+            alive &= (cp @ cp[c]) < thr
+        while len(chosen) < int(n_private) and bool(alive.any()):
+            i = int(torch.where(alive, dens, torch.full_like(dens, -torch.inf)).argmax())
+            chosen.append(i)
+            alive &= (cp @ cp[i]) < thr
+        if len(chosen) == int(n_private):
+            break
     chosen = torch.tensor(chosen)
     classes = seed_cls[chosen]
     ok = has[:, classes]  # (M, N) label-compatible assignments
-    proto = f[cliques[chosen]].mean(1)  # (N, D)
+    proto = f[core[chosen]].mean(1)  # (N, D)
     members = None
     for _ in range(int(refine) + 1):
         score = f @ proto.T
@@ -590,6 +599,44 @@ def find_membership(abs_enc: torch.Tensor, targets: torch.Tensor, n_private: int
         cnt = assign.sum(0, keepdim=True).T.clamp_min(1)
         proto = (assign.T @ f) / cnt
     return members, classes
+
+
+def reassign_members(abs_enc: torch.Tensor, targets: torch.Tensor, X: torch.Tensor, members: torch.Tensor,
+                     classes: torch.Tensor, *, offset: torch.Tensor | None = None, sweeps: int = 2,
+                     chunk: int = 64) -> torch.Tensor:
+    """Refine the membership under the true forward model: slot by slot, replace each
+    encoding's member by the label-compatible private image (reconstructions ``X``, signed)
+    whose mixture ``|Σ λ x + O|`` (weights from the labels) fits ``|e|`` best. ``(M, k)``."""
+    A = abs_enc.double().flatten(1)
+    M, k = members.shape
+    Xf = X.double().flatten(1)
+    n = Xf.shape[0]
+    O = torch.zeros_like(A) if offset is None else offset.double().reshape(A.shape)
+    t = torch.as_tensor(targets, dtype=torch.float64)
+    cls = torch.as_tensor(classes)
+    members = members.clone()
+    ok_cls = t[:, cls] > 1e-9  # (M, N) images whose class the label holds
+    for _ in range(int(sweeps)):
+        for j in range(k):  # one slot at a time, all encodings (in chunks) and candidates at once
+            for lo in range(0, M, int(chunk)):
+                sl = slice(lo, min(M, lo + int(chunk)))
+                mem = members[sl]
+                c = cls[mem]  # (m, k)
+                others = [l for l in range(k) if l != j]
+                pred = O[sl].unsqueeze(1).expand(-1, n, -1).clone()  # (m, N, D)
+                for l in others:
+                    cnt = sum((c[:, l] == c[:, q]).double() for q in others)  # (m,) same class among others
+                    cnt = cnt.unsqueeze(1) + (cls.unsqueeze(0) == c[:, l:l + 1]).double()  # (m, N) + candidate
+                    wl = t[sl].gather(1, c[:, l:l + 1]) / cnt  # (m, N)
+                    pred += wl.unsqueeze(2) * Xf[mem[:, l]].unsqueeze(1)
+                same = sum((cls.unsqueeze(0) == c[:, q:q + 1]).double() for q in others)  # (m, N)
+                wj = t[sl][:, cls] / (1 + same)  # (m, N)
+                pred += wj.unsqueeze(2) * Xf.unsqueeze(0)
+                err = (pred.abs() - A[sl].unsqueeze(1)).pow(2).mean(2)  # (m, N)
+                bad = ~ok_cls[sl] | (mem[:, others].unsqueeze(2) == torch.arange(n).view(1, 1, n)).any(1)
+                err = torch.where(bad, torch.full_like(err, torch.inf), err)
+                members[sl, j] = err.argmin(1)
+    return members
 
 
 def weights_from_labels(targets: torch.Tensor, members: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
@@ -689,7 +736,7 @@ def carlini_attack(encodings: torch.Tensor, targets: torch.Tensor, n_private: in
                    public: torch.Tensor, value_range: tuple[float, float] = (-1.0, 1.0), centre: bool = False,
                    members: torch.Tensor | None = None, weights: torch.Tensor | None = None,
                    classes: torch.Tensor | None = None, k: int | None = None, restarts: int = 16,
-                   iters: int = 40, seed: int = 0) -> CarliniResult:
+                   iters: int = 40, robust: int = 0, rounds: int = 0, seed: int = 0) -> CarliniResult:
     """The attack on InstaHide after Carlini et al. (2021), on the true forward model.
 
     From the encodings ``(M, C, H, W)`` (sent in ``value_range``; ``centre`` as in
@@ -707,6 +754,7 @@ def carlini_attack(encodings: torch.Tensor, targets: torch.Tensor, n_private: in
         raise ValueError(f"carlini_attack: targets must be (M={encodings.shape[0]}, K), got {tuple(t.shape)}")
     a = abs_features(encodings.cpu(), value_range=value_range, centre=centre).double()
     k = int(k_private if k is None else k)
+    oracle = members is not None
     if members is None:
         members, classes = find_membership(a, t, n_private, k_private)
     elif classes is None and weights is None:
@@ -717,9 +765,23 @@ def carlini_attack(encodings: torch.Tensor, targets: torch.Tensor, n_private: in
     weights = torch.as_tensor(weights, dtype=torch.float64)[:, : members.shape[1]]
     if classes is None:
         classes = torch.full((int(n_private),), -1, dtype=torch.int64)
-    W = mixing_matrix(members, weights, n_private)
     off, var = public_offset(t, public, tuple(a.shape[1:]), k=k, k_private=k_private)
+    W = mixing_matrix(members, weights, n_private)
     X, res = reconstruct_signed(a, W, offset=off, noise_var=var, restarts=restarts, iters=iters, seed=seed)
+    for _ in range(int(robust) if not oracle else 0):
+        # down-weight encodings the fit explains badly (mostly wrong memberships): scaling row t
+        # of W, |e| and O by √ω_t keeps the model |W X + O| = |e| and weights its misfit by ω_t
+        fit = ((W @ X.flatten(1) + off.flatten(1)).abs() - a.flatten(1)).pow(2).mean(1)
+        om = (fit.median() / fit.clamp_min(1e-12)).clamp(max=1.0).sqrt()
+        view = (-1, *([1] * (a.dim() - 1)))
+        X, res = reconstruct_signed(a * om.view(view), W * om[:, None], offset=off * om.view(view),
+                                    noise_var=None if var is None else var * om.view(view) ** 2,
+                                    restarts=restarts, iters=iters, seed=seed)
+    for _ in range(int(rounds) if oracle is False else 0):  # membership ↔ reconstruction
+        members = reassign_members(a, t, X, members, classes, offset=off)
+        weights = weights_from_labels(t, members, classes)
+        W = mixing_matrix(members, weights, n_private)
+        X, res = reconstruct_signed(a, W, offset=off, noise_var=var, restarts=restarts, iters=iters, seed=seed)
     f = align_pixel_signs(X)
     X = X * f
     s = global_sign(X, public, mix=W, abs_enc=a, offset=off)
@@ -769,3 +831,123 @@ def challenge_scores(challenge: Challenge, result: CarliniResult) -> dict:
     return {"per_image_ssim": per.float(), "mean_ssim": float(per.mean()), "frac_above_0.5": float((per > 0.5).double().mean()),
             "max_ssim": float(true.max(1).values.mean()), "challenge_mean_ssim": float(true.mean(1).mean()),
             "sign_accuracy": sign_accuracy(result.signed[match], x), "floor": floor, "match": match}
+
+
+#: Default data of :func:`attack_report`: private photos labelled by their source photograph,
+#: public photos of other scenes (ppml.data.PHOTO_SOURCES).
+PRIVATE_SOURCES = ("astronaut", "chelsea", "coffee", "rocket")
+PUBLIC_SOURCES = ("china", "flower", "stereo_motorcycle")
+
+
+def labelled_photo_crops(n: int, size: int = 32, seed: int = 0, *,
+                         sources: tuple[str, ...] = PRIVATE_SOURCES) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` real photo crops labelled by their source photograph (``n // len(sources)`` or
+    one more per source), uint8 ``(n, 3, size, size)`` and labels ``(n,)``."""
+    from ppml.data import photo_crops
+
+    per = [n // len(sources) + (i < n % len(sources)) for i in range(len(sources))]
+    x = torch.cat([photo_crops(m, size, seed=int(seed) * 1000 + 10 + i, sources=[s])
+                   for i, (m, s) in enumerate(zip(per, sources))])
+    return x, torch.arange(len(sources)).repeat_interleave(torch.tensor(per))
+
+
+def instahide_challenge(private: torch.Tensor, labels: torch.Tensor, public: torch.Tensor, *, mode: str = "inside",
+                        num_classes: int | None = None, encodings_per_image: int = 40, restarts: int | None = None,
+                        seed: int = 0) -> dict:
+    """Build a scaled-down InstaHide Challenge from ``private`` images (classes ``labels``) and
+    attack it twice: with the true membership and weights (the oracle) and for real
+    (membership found, weights from the mixed labels). ``mode``: ``"inside"`` (k = 4, private
+    partners) or ``"cross"`` (the Challenge's k = 6: 2 private + 4 from ``public``).
+
+    Returns a dict: ``mean_ssim``, ``max_ssim`` (the Challenge's way), ``challenge_mean_ssim``,
+    ``frac_above_0.5``, ``sign_accuracy``, ``per_image_ssim`` (the full attack);
+    ``oracle_mean_ssim``, ``oracle_frac_above_0.5``, ``oracle_sign_accuracy``,
+    ``oracle_per_image_ssim``; ``floor`` (SSIM of the mean public image); ``images`` (the full
+    attack's reconstructions matched to ``originals``), ``oracle_images``, ``originals``
+    (float [0, 1]); ``cpu_seconds``; ``n_encodings``.
+    """
+    import time
+
+    if mode not in ("inside", "cross"):
+        raise ValueError(f"mode must be 'inside' or 'cross', got {mode!r}")
+    t0 = time.process_time()
+    nc = int(torch.as_tensor(labels).max()) + 1 if num_classes is None else int(num_classes)
+    kw = dict(k=4) if mode == "inside" else dict(k=6, k_private=2, public=public)
+    ch = make_challenge(private, labels, nc, encodings_per_image=encodings_per_image, seed=seed, **kw)
+    ch.public = _flat_unit(public)
+    n = len(ch.private)
+    r_ = (16 if mode == "inside" else 2) if restarts is None else int(restarts)
+    common = dict(public=public, k=ch.k, restarts=r_, seed=seed)
+    oracle = carlini_attack(ch.encodings, ch.targets, n, ch.k_private, members=ch.members,
+                            weights=ch.weights[:, :ch.k_private], classes=ch.labels, **common)
+    full = carlini_attack(ch.encodings, ch.targets, n, ch.k_private, **common)
+    so, sf = challenge_scores(ch, oracle), challenge_scores(ch, full)
+    out = {k: v for k, v in sf.items() if k != "match"}
+    out.update({"oracle_mean_ssim": so["mean_ssim"], "oracle_frac_above_0.5": so["frac_above_0.5"],
+                "oracle_sign_accuracy": so["sign_accuracy"], "oracle_per_image_ssim": so["per_image_ssim"],
+                "images": full.images[sf["match"]], "oracle_images": oracle.images[so["match"]],
+                "originals": ch.private, "n_encodings": len(ch.encodings), "mode": mode,
+                "cpu_seconds": time.process_time() - t0})
+    return out
+
+
+def scramblemix_challenge(private: torch.Tensor, labels: torch.Tensor, public: torch.Tensor, scramblemix: nn.Module, *,
+                          encodings_per_image: int = 40, adaptive: bool = False, seed: int = 0) -> dict:
+    """The same pipeline on ScrambleMix views (``encodings_per_image`` views per image, labels
+    not mixed, so one member of weight 1 per view): as sent (values in [0, 1]) or
+    ``adaptive`` (centred first: PE's negation becomes a sign flip the attack removes).
+    Returns ``mean_ssim`` (per image, matched), ``max_ssim``, ``per_image_ssim``, ``images``
+    (matched to the originals), ``floor``, ``cpu_seconds``."""
+    import time
+
+    t0 = time.process_time()
+    x = _flat_unit(private)
+    y = torch.as_tensor(labels, dtype=torch.int64)
+    n, T = len(x), int(encodings_per_image)
+    g = torch.Generator().manual_seed(int(seed))
+    enc = scramblemix.views(x, g, num_views=T).transpose(0, 1).reshape(n * T, *x.shape[1:])
+    nc = int(y.max()) + 1
+    members = torch.arange(n).repeat(T).unsqueeze(1)
+    targets = F.one_hot(y[members[:, 0]], nc).double()
+    ch = Challenge(enc, targets, members, torch.ones(n * T, 1), members, x, y, _flat_unit(public), 1, 1)
+    r = carlini_attack(enc, targets, n, 1, public=public, value_range=(0.0, 1.0), centre=bool(adaptive), restarts=2,
+                       seed=seed)
+    sc = challenge_scores(ch, r)
+    return {"mean_ssim": sc["mean_ssim"], "max_ssim": sc["max_ssim"], "frac_above_0.5": sc["frac_above_0.5"],
+            "per_image_ssim": sc["per_image_ssim"], "images": r.images[sc["match"]], "floor": sc["floor"],
+            "cpu_seconds": time.process_time() - t0}
+
+
+def attack_report(scramblemix: nn.Module | None = None, *, n_private: int = 32, encodings_per_image: int = 40,
+                  size: int = 32, n_public: int = 256, modes: tuple[str, ...] = ("inside", "cross"),
+                  primary: str = "inside", private: torch.Tensor | None = None, labels: torch.Tensor | None = None,
+                  public: torch.Tensor | None = None, seed: int = 0) -> dict:
+    """Notebook 01's security experiment in one call: the attack on InstaHide (each of
+    ``modes``, :func:`instahide_challenge`) and on ``scramblemix`` views as sent and adaptive
+    (:func:`scramblemix_challenge`), on real photo crops labelled by source photograph
+    (private: :data:`PRIVATE_SOURCES`; public: other photographs, :data:`PUBLIC_SOURCES`) or
+    the given ``private``/``labels``/``public``.
+
+    Returns ``{"instahide": {mean_ssim, max_ssim, oracle_mean_ssim, sign_accuracy, floor, …}
+    of the ``primary`` mode, "modes": {mode: …}, "scramblemix": {mean_ssim, …} (as sent),
+    "scramblemix_adaptive": {…}, "floor": …}``; every entry also holds its images for a figure
+    (:func:`ppml.plots.attack_figure`).
+    """
+    if private is None:
+        private, labels = labelled_photo_crops(int(n_private), int(size), seed=seed)
+    elif labels is None:
+        raise ValueError("attack_report: private= needs labels= (the attack reads weights off mixed labels)")
+    if public is None:
+        from ppml.data import photo_crops
+        public = photo_crops(int(n_public), int(size), seed=int(seed) * 1000 + 1, sources=list(PUBLIC_SOURCES))
+    if primary not in modes:
+        raise ValueError(f"primary={primary!r} must be one of modes={modes}")
+    res = {m: instahide_challenge(private, labels, public, mode=m, encodings_per_image=encodings_per_image, seed=seed)
+           for m in modes}
+    out = {"instahide": res[primary], "modes": res, "floor": res[primary]["floor"]}
+    if scramblemix is not None:
+        out["scramblemix"] = scramblemix_challenge(private, labels, public, scramblemix,
+                                                   encodings_per_image=encodings_per_image, seed=seed)
+        out["scramblemix_adaptive"] = scramblemix_challenge(private, labels, public, scramblemix, adaptive=True,
+                                                            encodings_per_image=encodings_per_image, seed=seed)
+    return out
