@@ -16,6 +16,22 @@ default here is AdamW 1e-3 with a cosine schedule, which fits an MSE image-to-im
 faster — the attacker is free to choose the strongest training, so a faster-converging
 optimiser makes the evaluation stricter, not weaker. Pass ``optimizer="sgd", lr=0.1,
 schedule="multistep", milestones=[60, 120, 160], gamma=0.2`` for the paper's recipe.
+
+**LE under paper 002's threat model.** Paper 002 trains the ITN on "exact pairs of plain
+images and encrypted ones with different multiple keys" (Sec. III-G) and prints SSIM 0.281
+for LE in Fig. 6 — the SSIM of *one example image*, with "partial results taken from" Ito et
+al. (IEEE Access 2021); the means are only in the box plot of Fig. 8. With keys other than
+the victim's, what a block-local network can use is what every LE key leaves unchanged: the
+multiset of a block's nibbles up to ``v → 15 − v``. Measured on 32-px photo crops (400
+attacker / 200 victim images): the best affine map from a block's *sorted folded nibbles*
+(all such invariants) to its pixels, fitted in closed form, scores SSIM 0.189 — below the
+no-attack floor of 0.211 (the attacker's mean image); the U-Net (width 16, depth 2) with 4
+attacker keys stays at 0.09–0.17 over 105 steps. So under this threat model the ITN-Attack
+does not beat the floor on LE at CPU scale; a network would have to infer the victim's key
+from the cross-block statistics of each image (what :mod:`ppml.attacks.le_stats` does
+explicitly). Given pairs under the *victim's* key instead (known plaintext, a stronger
+attacker) the same U-Net learns LE's decryption quickly: SSIM 0.27 / 0.45 / 0.55 after
+21 / 42 / 63 steps.
 """
 
 from __future__ import annotations
