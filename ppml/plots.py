@@ -155,3 +155,30 @@ def jigsaw_figure(record: dict[str, dict[str, float]], examples: dict[str, dict[
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def attack_figure(report: dict, *, n: int = 8, mode: str | None = None):
+    """Notebook 01's security figure from :func:`ppml.attacks.instahide.attack_report`: rows of
+    originals, the attack's reconstructions of InstaHide (oracle membership, then the full
+    attack) and of ScrambleMix (as sent, adaptive), each row titled with its mean SSIM, and
+    the no-attack floor in the suptitle. ``mode``: which InstaHide mode (default: primary)."""
+    import matplotlib.pyplot as plt
+
+    ih = report["instahide"] if mode is None else report["modes"][mode]
+    rows = [("original", ih["originals"], None),
+            ("InstaHide, oracle membership", ih["oracle_images"], ih["oracle_mean_ssim"]),
+            ("InstaHide, full attack", ih["images"], ih["mean_ssim"])]
+    for key, lab in (("scramblemix", "ScrambleMix (as sent)"), ("scramblemix_adaptive", "ScrambleMix (adaptive)")):
+        if key in report:
+            rows.append((lab, report[key]["images"], report[key]["mean_ssim"]))
+    n = min(int(n), len(ih["originals"]))
+    fig, axes = plt.subplots(len(rows), n, figsize=(1.2 * n, 1.35 * len(rows)), squeeze=False)
+    for r, (lab, imgs, score) in enumerate(rows):
+        for c in range(n):
+            axes[r, c].imshow(to_numpy_image(imgs[c]))
+            axes[r, c].axis("off")
+        axes[r, 0].set_title(lab + ("" if score is None else f" — mean SSIM {score:.2f}"), fontsize=8, loc="left")
+    fig.suptitle(f"Attack after Carlini et al. ({ih.get('mode', '')}); floor (mean public image) SSIM "
+                 f"{report['floor']:.2f}", fontsize=9)
+    fig.tight_layout()
+    return fig

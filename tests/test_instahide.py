@@ -322,3 +322,16 @@ def test_oracle_attack_beats_the_floor_on_real_photos():
     sc = challenge_scores(ch, r)
     assert sc["mean_ssim"] > sc["floor"] + 0.2 and sc["sign_accuracy"] >= 0.95
     assert sc["frac_above_0.5"] >= 0.6
+
+
+def test_attack_figure_draws_every_row():
+    import matplotlib
+    matplotlib.use("Agg")
+    from ppml.plots import attack_figure
+
+    im = torch.rand(4, 3, 8, 8)
+    ih = {"originals": im, "oracle_images": im, "images": im, "oracle_mean_ssim": 0.8, "mean_ssim": 0.4, "mode": "inside"}
+    rep = {"instahide": ih, "modes": {"inside": ih}, "floor": 0.3, "scramblemix": {"images": im, "mean_ssim": 0.1},
+           "scramblemix_adaptive": {"images": im, "mean_ssim": 0.2}}
+    fig = attack_figure(rep, n=3)
+    assert len(fig.axes) == 5 * 3 and "0.40" in fig.axes[6].get_title(loc="left")
