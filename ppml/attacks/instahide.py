@@ -28,6 +28,19 @@ PE's negation ``v → 1 − v`` becomes a sign flip after centring, which step 1
 
 Reconstructions are scored with :func:`match_reconstructions` (Hungarian matching of
 originals to reconstructions by MSE) and :mod:`ppml.metrics`.
+
+**The faithful attack** (second half of this module; entry points :func:`attack_report`,
+:func:`instahide_challenge`, :func:`carlini_attack`): steps 1–5 above fit ``|e| ≈ Σλ|x̃|``,
+which is not the model (``|Σλx̃| ≠ Σλ|x̃|``); they stay as the simple baseline. The faithful
+version follows Carlini et al. on the InstaHide Challenge configuration, scaled down
+(:func:`make_challenge`): membership by clique growth on a similarity graph
+(:func:`find_membership`; high-pass features instead of their trained network), weights read
+off the mixed labels (:func:`weights_from_labels`), signed images fitted to ``|Σλx + O|`` per
+pixel (:func:`reconstruct_signed`: alternating sign guesses / one shared least-squares solve,
+restarts; in the cross-dataset mode the public share is a known offset plus noise, handled by
+expectation-maximisation over the signs), then the one sign per pixel position shared by all
+images (:func:`align_pixel_signs`) and the global sign (:func:`global_sign`). Scores: per-image
+SSIM and the Challenge's max-/mean-SSIM (:func:`challenge_scores`).
 """
 
 from __future__ import annotations
