@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from ppml.attacks import le_statistics_attack, le_stats_curve
-from ppml.attacks.le_stats import _Geometry, _objective, _swap_gains, le_nibbles
+from ppml.attacks.le_stats import _channel_order, _Geometry, _objective, _swap_gains, le_nibbles
 from ppml.ciphers import cipher_for
 from ppml.data import PHOTO_SOURCES, load_dataset, photo_crops
 from ppml.keys import ELEKey, LEKey, PEKey
@@ -56,6 +56,14 @@ def test_swap_gains_equal_brute_force():
             q = perm.copy()
             q[[r, s]] = q[[s, r]]
             assert gain[r, s] == pytest.approx(_objective(a, b, u, q) - f0, abs=1e-9)
+
+
+def test_channel_order_undoes_a_channel_shuffle(split_photos):
+    _, attacker = split_photos
+    for p in ([2, 1, 0], [1, 2, 0]):
+        shuffled = attacker[:, p]
+        q = _channel_order(shuffled, attacker)
+        assert torch.equal(shuffled[:, torch.as_tensor(q)], attacker)
 
 
 def test_recovers_le_key_from_other_photographs(le_run, split_photos):

@@ -38,14 +38,17 @@ carries plain position ``perm[j]``, possibly as ``15 − v``. What is implemente
    previous round's neighbours from two starts (the attacker's mean low nibble given the
    high nibble, and a flat 7.5), each polished by a greedy local search (one inversion flip
    or one swap at a time, checked on the exact objective); the better start wins.
-6. Decrypt with the recovered key. An *equivalent* key counts as a success: with identical
-   channels (grey images stored as RGB) any channel order decrypts identically.
+6. **Channel order**, which no smoothness sees: of the ``C!`` orders of the decrypted
+   channels, the one whose channel means (scaled by the attacker's pixel variance) and
+   3×3 channel correlations are closest to the attacker's images. Then decrypt with the
+   recovered key. An *equivalent* key counts as a success: with identical channels (grey
+   images stored as RGB) any channel order decrypts identically.
 
 What the ciphertexts cannot tell, the attacker's images decide: the global sign (step 3)
-and the order of the colour channels (the graph matching of step 2; the victim's
-smoothness is the same for any channel order). Where the victims' colour statistics are
-mirrored relative to the attacker's (e.g. a blue-sky set against warm photos), R and B come
-out swapped: every structure is recovered but the images are not bit-exact.
+and the channel order (step 6). Where the victims' brightness or colour statistics differ
+from the attacker's (e.g. a bright or blue-sky set against darker, warmer photos), the images
+come out negated or with channels swapped: every structure is recovered, but the images are
+not bit-exact.
 
 All statistics are batched numpy over images and blocks; only the FW iterations, restarts
 and local-search moves loop (each move is one vectorised gain matrix over all pairs).
@@ -454,6 +457,31 @@ class _LowStage:
         return tgt, sgn, {"low_objective": f, "low_moves": moves}
 
 
+def _channel_stats(x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    f = x.permute(1, 0, 2, 3).reshape(x.shape[1], -1).to(torch.float64)
+    mean = f.mean(1)
+    cen = f - mean[:, None]
+    sd = cen.square().mean(1).sqrt().clamp_min(1e-9)
+    corr = (cen @ cen.T) / f.shape[1] / (sd[:, None] * sd[None, :])
+    return mean.numpy(), corr.numpy()
+
+
+def _channel_order(images: torch.Tensor, attacker_plain: torch.Tensor) -> np.ndarray:
+    """``q`` such that ``images[:, q]`` best matches the attacker's channel statistics."""
+    import itertools
+
+    mv, cv = _channel_stats(images)
+    ma, ca = _channel_stats(attacker_plain)
+    scale = float(attacker_plain.to(torch.float64).var(dim=(0, 2, 3)).mean()) + 1e-9
+    best, best_s = None, np.inf
+    for q in itertools.permutations(range(images.shape[1])):
+        q = np.array(q)
+        sc = float(((mv[q] - ma) ** 2).sum()) / scale + float(((cv[np.ix_(q, q)] - ca) ** 2).sum())
+        if sc < best_s - 1e-12:
+            best, best_s = q, sc
+    return best
+
+
 # ----------------------------------------------------------------------------- the attack
 def le_statistics_attack(victim_enc: torch.Tensor, attacker_plain: torch.Tensor, *, block_size: int = 4,
                          restarts: int = 6, fw_iters: int = 40, unary_weight: float = 0.2, edge_step: int = 1,
@@ -561,6 +589,18 @@ def le_statistics_attack(victim_enc: torch.Tensor, attacker_plain: torch.Tensor,
 
     key = LEKey(perm, inv, image_size=(h, w), block_size=b, channels=c)
     images = cipher_for(key).inverse(victim_enc)
+    # 6) the global channel order, which no smoothness sees: the order whose decrypted channel
+    # means and channel correlations are closest to the attacker's (identical channels: a tie,
+    # the matching's order stays)
+    q = _channel_order(images, attacker_plain) if 1 < c <= 4 else np.arange(c)
+    diag["channel_order"] = q.tolist()
+    if not np.array_equal(q, np.arange(c)):
+        qinv = np.argsort(q)
+        half, t = np.divmod(perm, bbc)
+        pix, ch = np.divmod(t, c)
+        perm = half * bbc + pix * c + qinv[ch]
+        key = LEKey(perm, inv, image_size=(h, w), block_size=b, channels=c)
+        images = images[:, torch.as_tensor(q)].contiguous()
     return LEStatsResult(key=key, images=images, high=high, cpu_seconds=time.process_time() - t0,
                          diagnostics=diag)
 
