@@ -104,7 +104,10 @@ def test_grey_images_give_an_equivalent_key():
 @pytest.mark.parametrize("scheme", ["ELE", "PE"])
 def test_other_schemes_stay_at_the_no_attack_floor(scheme, split_photos):
     victims, attacker = split_photos
-    k = ELEKey.generate(image_size=32, block_size=4, seed=7) if scheme == "ELE" else PEKey.generate(image_size=32, seed=7)
+    if scheme == "ELE":
+        k = ELEKey.generate(image_size=32, block_size=4, seed=7)
+    else:
+        k = PEKey.generate(image_size=32, seed=7)
     victims = victims[:40]
     res = le_statistics_attack(cipher_for(k)(victims), attacker, block_size=4, restarts=2)
     mean_img = attacker.float().mean(0, keepdim=True).round().to(torch.uint8).expand_as(victims)

@@ -496,6 +496,11 @@ def le_statistics_attack(victim_enc: torch.Tensor, attacker_plain: torch.Tensor,
         restarts: Frank–Wolfe restarts of each graph matching (the first starts at the
             barycentre, the others at random doubly-stochastic matrices drawn from ``seed``).
         fw_iters: Frank–Wolfe iterations per restart.
+        unary_weight: weight of the per-position statistics against the correlation terms
+            of the matching (small: they differ most between attacker's and victim's data).
+        edge_step: neighbours whose high nibbles differ by more than this are left out of the
+            low-nibble smoothness (edges).
+        seed: the random restarts (the attack is deterministic given it).
 
     Returns an :class:`LEStatsResult` (key, decrypted images, diagnostics, CPU seconds).
     """
@@ -539,7 +544,7 @@ def le_statistics_attack(victim_enc: torch.Tensor, attacker_plain: torch.Tensor,
     agree = sum(x * y for x, y in zip(signed_c, signed_p))
     agree = agree + agree.T
     np.fill_diagonal(agree, 0.0)
-    vals, vecs = np.linalg.eigh(agree)
+    _, vecs = np.linalg.eigh(agree)
     s = np.where(vecs[:, -1] >= 0, 1.0, -1.0)
     for _ in range(4 * len(s)):  # single flips while they help
         gains = -4 * s * (agree @ s) / 2
@@ -565,7 +570,7 @@ def le_statistics_attack(victim_enc: torch.Tensor, attacker_plain: torch.Tensor,
     zero_u = np.zeros((len(high), len(high)))
     perm_h2, moves = _local_search(neg, tmpl, zero_u, perm_h)
     diag["smooth_moves_high"] = moves
-    # the inversion bit follows the cipher position; re-check each bit by smoothness
+    # (a swap moves plain positions between cipher positions; each inversion bit stays with its cipher position)
     perm = np.empty(length, dtype=np.int64)
     inv = np.zeros(length, dtype=np.int64)
     perm[high] = perm_h2 + bbc
