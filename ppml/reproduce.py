@@ -430,7 +430,8 @@ def _stamp_notebook(path: Path, changes: Mapping[str, Any], failed_checks: Seque
             "steps per training. Every number, table and figure below is meaningless; the run only shows that the "
             "paper path does not crash."]
     if changes:
-        text.append("Image counts scaled to the stand-ins: " + ", ".join(
+        text.append("Parameters changed for the rehearsal (image counts scaled to the stand-ins, loop counts, a fresh "
+                    "checkpoint folder): " + ", ".join(
             f"`{k}` {b!r} (paper {a!r})" for k, (a, b) in changes.items()) + ".")
     if failed_checks:
         text.append(f"{len(failed_checks)} check(s) did not hold on stand-in data (recorded, not raised).")
