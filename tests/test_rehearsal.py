@@ -105,7 +105,11 @@ def _cache_root() -> Path:
 @pytest.mark.slow
 def test_rehearsal_of_every_notebook(tmp_path):
     """Every notebook's paper path runs on stand-in data; every output is stamped and lands in
-    build/rehearsal/, figures/ is not touched."""
+    build/rehearsal/, figures/ is not touched.
+
+    Slow: the paper models themselves (WRN-40-10, PyramidNet-110, ViT-B/16 at 224 px) run, one
+    step each, under bf16 autocast, which CPUs without AVX512-BF16 emulate (about 3x fp32).
+    Measured on 2 shared cores (load ~9): 02 111 s, 04 556 s, 01 ~50 min (36 trainings), 03 > 30 min."""
     index = ROOT / "figures" / "index.md"
     before = index.stat().st_mtime_ns if index.exists() else None
     p = subprocess.run([sys.executable, "-m", "ppml.reproduce", "--scale", "paper", "--rehearse", "--no-ddp",
