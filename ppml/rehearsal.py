@@ -304,7 +304,7 @@ def rehearsal_params(stem: str, params: Mapping[str, Any], extra: Mapping[str, A
     Returns ``(params, changes)``; ``changes`` maps each changed name to ``(paper, rehearsal)``.
 
     >>> rehearsal_params("03_isotropic_etc", {"attack_n_train": 50000, "epochs": 300})[1]
-    {'attack_n_train': (50000, 20)}
+    {'attack_n_train': (50000, 200)}
     """
     out = dict(params)
     for key, (ds, split) in SCALED_COUNTS.get(stem, {}).items():
