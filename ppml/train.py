@@ -31,7 +31,6 @@ import os
 import random
 import socket
 import sys
-import tempfile
 import time
 import types
 import warnings
@@ -46,7 +45,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .loader import BatchLoader
-from .utils import atomic_write_json, progress as _progress, quiet
+from .utils import atomic_write, atomic_write_json, progress as _progress, quiet
 
 try:  # POSIX advisory locks; elsewhere a checkpoint folder is not locked
     import fcntl
@@ -780,18 +779,8 @@ def _save_checkpoint(path: Path, ck: dict[str, Any]) -> None:
     The temporary file carries this process's id, so a later run sweeps only the leftovers of
     dead processes."""
     ck = dict(ck, checksum=_payload_sha256(ck))
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), 0o600)
-            torch.save(ck, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with atomic_write(path, "wb", permissions=0o600) as f:
+        torch.save(ck, f)
 
 
 def _pid_alive(pid: int) -> bool:

@@ -51,12 +51,14 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", *, permissions: int 
         raise ValueError(f"atomic_write supports mode 'w' or 'wb', got {mode!r}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # The temporary name carries this process's id, so a sweep can spare live writers' files.
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, mode, **({"encoding": "utf-8"} if mode == "w" else {})) as f:
+            # permissions first: a secret is never readable by others, not even half-written
+            os.fchmod(f.fileno(), _default_permissions() if permissions is None else permissions)
             yield f
             f.flush()
-            os.fchmod(f.fileno(), _default_permissions() if permissions is None else permissions)
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
