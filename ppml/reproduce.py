@@ -562,7 +562,9 @@ def write_html_report(build: Path, figures: Path, outcomes: Sequence[Outcome]) -
     parts = [f"<h1>ppml — executed notebooks ({_html.escape(build.name)} scale)</h1>",
              "<p>Each notebook as <code>python -m ppml.reproduce</code> ran it; the verdict tables "
              "say which of each paper's claims this run shows.</p>"]
-    for stem, (paper, cite) in {**NOTEBOOKS, **{p.stem: ("–", "") for p in build.glob("*.ipynb")}}.items():
+    entries = dict(NOTEBOOKS)
+    entries.update({p.stem: ("–", "") for p in sorted(build.glob("*.ipynb")) if p.stem not in NOTEBOOKS})
+    for stem, (paper, cite) in entries.items():
         page = build / f"{stem}.html"
         head = f"<h2>{_html.escape(stem)}</h2><p>paper {paper}: {_html.escape(cite)} — "
         head += f'<a href="{page.name}">open the executed notebook</a></p>' if page.exists() else "not run at this scale yet</p>"

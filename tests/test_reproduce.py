@@ -78,6 +78,7 @@ def test_runs_notebook_writes_results_and_index(tree, capsys):
     assert "data:image/png;base64" in html and "cdnjs.cloudflare.com/ajax/libs/mathjax" not in html
     index_html = (tree / "build" / "smoke" / "index.html").read_text()
     assert '<a href="90_toy.html">' in index_html and "a line rises" in index_html
+    assert "paper 002: MaungMaung, Kiya" in index_html  # the paper notebooks keep their citation
     assert (tree / "build" / "smoke" / "_mathjax" / "MathJax.js").exists()  # equations render offline
     index = (tree / "figures" / "index.md").read_text()
     assert index.startswith("# What each notebook shows") and "### 90_toy (paper –) (scale: smoke)" in index
