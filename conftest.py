@@ -1,4 +1,7 @@
-"""What nbval sees the notebooks show: per notebook, the inline figures (``image/png``
+"""Test-session hook at the repository root (it must see nbval's items under notebooks/, and a
+conftest.py inside notebooks/ would clash with tests/conftest.py under --doctest-modules).
+
+What nbval sees the notebooks show: per notebook, the inline figures (``image/png``
 outputs) and any ``stderr`` output, kept on the pytest config for ``tests/test_notebooks.py``
 (which checks them against each notebook's figure artifacts)."""
 
