@@ -22,15 +22,7 @@ from ppml.train import CheckpointError, fit
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))
-from test_train import _worker, linear, separable, worker_env  # noqa: E402
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+from test_train import _worker, linear, one_thread, separable, worker_env  # noqa: E402,F401 (one_thread: autouse)
 
 
 # --------------------------------------------------------------------------- 1. resume fingerprint
