@@ -105,7 +105,7 @@ def scramblemix_loss(logits: torch.Tensor, target: torch.Tensor, *, lam: float =
 def scramblemix_loss_hook(lam: float = 1.0, *, stop_grad: bool = True):
     """A loss hook ``loss(model, x, y)`` for :func:`ppml.train.fit` on ScrambleMix views.
 
-    ``x`` is ``(B, D, C, H, W)`` (e.g. :class:`ppml.ciphers.ScrambleMix` as the loader's last
+    ``x`` is ``(B, D, C, H, W)`` (e.g. :class:`ppml.encoders.ScrambleMix` as the loader's last
     transform); the ``B·D`` views go through the model as **one** batch, and the hook returns
     ``(L_CE + λ·L_ST, logits of the first view)`` — accuracy is counted once per image.
 

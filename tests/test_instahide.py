@@ -10,9 +10,9 @@ import torch.nn.functional as F
 
 from ppml.attacks.instahide import (abs_features, encoding_similarity, inception_score, instahide_attack,
                                     match_reconstructions, reconstruct_groups, train_colour_fix)
-from ppml.ciphers import DataMix, InstaHide
-from ppml.ciphers.datamix import predict_datamix
-from ppml.ciphers.instahide import instahide_loss_hook
+from ppml.encoders import DataMix, InstaHide
+from ppml.encoders.datamix import predict_datamix
+from ppml.encoders.instahide import instahide_loss_hook
 from ppml.keys import PEKey
 
 

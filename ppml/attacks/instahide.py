@@ -216,7 +216,7 @@ def instahide_attack(encodings: torch.Tensor, n_originals: int, *, value_range: 
     ``colour_fix``: a model from :func:`train_colour_fix` (trained with the same
     ``value_range``/``centre``), or ``None`` to return the raw estimates as images.
 
-    >>> from ppml.ciphers import InstaHide
+    >>> from ppml.encoders import InstaHide
     >>> x = torch.rand(6, 3, 8, 8)
     >>> enc = torch.cat([InstaHide(k=1).encode(x, torch.Generator().manual_seed(i)).images for i in range(3)])
     >>> r = instahide_attack(enc, 6, k=1, neighbours=2)
@@ -698,7 +698,7 @@ def make_challenge(private: torch.Tensor, labels: torch.Tensor, num_classes: int
     lies in about ``encodings_per_image`` encodings (``⌈T / k_private⌉`` epochs). Inside-dataset
     ``k=4``; cross-dataset ``k=6, k_private=2`` with a ``public`` pool (as the Challenge and the
     authors' ``train_cross.py``). Labels are mixed as the authors do (not renormalised)."""
-    from ppml.ciphers.instahide import InstaHide
+    from ppml.encoders.instahide import InstaHide
 
     x = _flat_unit(private)
     y = torch.as_tensor(labels, dtype=torch.int64)
@@ -725,7 +725,7 @@ def public_offset(targets: torch.Tensor, public: torch.Tensor, shape: tuple[int,
     scheme's own weight rule, for the ``k − k_private`` public slots). Returns
     ``(offset (M, *shape), variance (M, *shape))`` float64, or zeros and ``None`` in the
     inside-dataset mode (labels summing to 1)."""
-    from ppml.ciphers.instahide import InstaHide
+    from ppml.encoders.instahide import InstaHide
 
     share = (1 - torch.as_tensor(targets, dtype=torch.float64).sum(1)).clamp_min(0)
     if len(public) == 0 or float(share.max()) < 1e-6 or k_private >= k:

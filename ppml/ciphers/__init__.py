@@ -13,6 +13,9 @@ contains the key's tables — treat it as a secret) that move with ``.to(device)
 * :class:`LE` (:class:`~ppml.keys.LEKey`): one nibble permutation + inversion for every block;
 * :class:`ELE` (:class:`~ppml.keys.ELEKey`): per-block LE keys, then a block shuffle.
 
+Randomised encoders that have no inverse (ScrambleMix, InstaHide, DataMix) live in
+:mod:`ppml.encoders`.
+
 >>> import torch
 >>> from ppml.keys import EtCKey
 >>> cipher = cipher_for(EtCKey.generate(image_size=32, block_size=8, seed=0))
@@ -35,14 +38,8 @@ from ppml.ciphers.le import LE
 from ppml.ciphers.pe import PE
 from ppml.keys import BlockScrambleKey, EtCKey, ELEKey, Key, LEKey, PEKey
 
-# Randomised mixing encoders (no inverse): ScrambleMix and its baselines (notebook 01).
-from ppml.ciphers.scramblemix import ScrambleMix, evaluate_views, predict_views  # noqa: E402
-from ppml.ciphers.instahide import InstaHide  # noqa: E402
-from ppml.ciphers.datamix import DataMix  # noqa: E402
-
 __all__ = ["Cipher", "ByteCipher", "NibbleCipher", "EtC", "BlockScramble", "PE", "LE", "ELE",
            "cipher_for", "CIPHERS"]
-__all__ += ["ScrambleMix", "InstaHide", "DataMix", "predict_views", "evaluate_views"]
 
 #: key class → cipher class
 CIPHERS: dict[type[Key], type[Cipher]] = {

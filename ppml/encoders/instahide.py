@@ -171,7 +171,7 @@ class InstaHide(nn.Module):
 
     def views(self, x: torch.Tensor, generator: torch.Generator | None = None, *, num_views: int = 1) -> torch.Tensor:
         """``num_views`` independent encodings of every image, ``(N, T, C, H, W)`` (for
-        :func:`ppml.ciphers.scramblemix.predict_views`; partners are other images of ``x``)."""
+        :func:`ppml.encoders.scramblemix.predict_views`; partners are other images of ``x``)."""
         return torch.stack([self.encode(x, generator).images for _ in range(int(num_views))], 1)
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
