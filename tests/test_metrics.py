@@ -251,6 +251,13 @@ def test_fid_offline_says_why_and_never_substitutes(monkeypatch, tmp_path):
     assert metrics.fid_available()
 
 
+def test_inception_score_never_uses_a_substitute_network():
+    if metrics.fid_available():
+        pytest.skip("real Inception weights present: the offline refusal cannot be tested here")
+    with pytest.raises(metrics.WeightsNotAvailable, match="Inception Score"):
+        metrics.inception_score(torch.rand(2, 3, 8, 8))
+
+
 # --------------------------------------------------------------------------- no-reference
 def _luma(x: torch.Tensor) -> torch.Tensor:
     return (x.double() / 255 * torch.tensor([0.2989, 0.5870, 0.1140], dtype=torch.float64).view(1, 3, 1, 1)).sum(1)

@@ -260,7 +260,7 @@ def test_metrics_reject_non_finite_input(metric, bad):
 
 
 def test_ssim_works_in_chunks_of_bounded_size_with_identical_results(monkeypatch):
-    from ppml import metrics
+    from ppml.metrics import pixel as metrics
 
     g = torch.Generator().manual_seed(0)
     x = torch.randint(0, 256, (40, 3, 16, 16), generator=g, dtype=torch.uint8)

@@ -54,7 +54,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 __all__ = ["abs_features", "encoding_similarity", "group_encodings", "reconstruct_groups", "ColourFix",
-           "train_colour_fix", "instahide_attack", "match_reconstructions", "AttackResult", "inception_score",
+           "train_colour_fix", "instahide_attack", "match_reconstructions", "AttackResult",
            # the attack on the true forward model (Carlini et al.'s steps, faithful)
            "highpass_features", "mixing_matrix", "reconstruct_signed", "align_pixel_signs", "global_sign",
            "grow_cliques", "find_membership", "reassign_members", "weights_from_labels", "Challenge",
@@ -253,39 +253,6 @@ def match_reconstructions(originals: torch.Tensor, recon: torch.Tensor) -> torch
     out = np.empty(len(o), dtype=np.int64)
     out[rows] = cols
     return torch.from_numpy(out)
-
-
-def inception_score(images: torch.Tensor, *, splits: int = 1, batch_size: int = 100,
-                    download: bool | None = None) -> float:
-    """Inception Score (Salimans et al. 2016), the slides' security score for attacked
-    reconstructions (high = the attack recovered recognisable images).
-
-    Uses the real TF-2015 Inception-v3 that pytorch-fid ports (``fid_inception_v3``, 1008-way
-    logits, inputs resized to 299×299), available only where :func:`ppml.metrics.fid_available`
-    (online or cached weights); otherwise raises ``ppml.metrics.WeightsNotAvailable`` with the
-    reason — no substitute network. ``exp(E_x KL(p(y|x) ‖ p(y)))``, averaged over ``splits``.
-    (A metric: it belongs with :mod:`ppml.metrics` and sits here until it moves there.)
-    """
-    from ppml import metrics
-
-    if not metrics.fid_available(download=download):
-        raise metrics.WeightsNotAvailable(metrics.fid_unavailable_reason().replace("FID skipped", "Inception Score skipped"))
-    from pytorch_fid.inception import fid_inception_v3
-
-    net = fid_inception_v3().eval()
-    x = images.float() / 255 if images.dtype == torch.uint8 else images.float()
-    probs = []
-    with torch.no_grad():
-        for chunk in x.split(batch_size):
-            z = F.interpolate(chunk, size=(299, 299), mode="bilinear", align_corners=False) * 2 - 1
-            probs.append(net(z).softmax(-1).double())
-    p = torch.cat(probs)
-    scores = []
-    for part in p.chunk(int(splits)):
-        py = part.mean(0, keepdim=True)
-        kl = (part * (part.clamp_min(1e-12).log() - py.clamp_min(1e-12).log())).sum(1).mean()
-        scores.append(float(kl.exp()))
-    return float(np.mean(scores))
 
 
 # =============================================================================================
