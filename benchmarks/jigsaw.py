@@ -1,5 +1,5 @@
 """CPU seconds and scores of the jigsaw-puzzle solver (:mod:`ppml.attacks.jigsaw`) per scheme,
-block size and image size, on real photo crops, and on paper 001's block scrambling with and
+block size and image size, on real photo crops, and on paper 02's block scrambling with and
 without augmentation.
 
     python benchmarks/jigsaw.py [--n 4] [--sizes 32 64 128 224] [--blocks 4 8 16]

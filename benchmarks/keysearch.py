@@ -1,4 +1,4 @@
-"""Speed of Algorithm 1 (paper 004): ``best_key`` with LPIPS-alex, N keys × M images.
+"""Speed of Algorithm 1 (paper 05): ``best_key`` with LPIPS-alex, N keys × M images.
 
     python benchmarks/keysearch.py [--trials 20] [--n 1000] [--threads T] [--device cpu]
 
@@ -22,7 +22,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("PPML_QUIET", "1")  # the table, not 160 progress bars
 
-from ppml import keysearch as ks  # noqa: E402
+from ppml.papers.key_generation import keysearch as ks  # noqa: E402
 from ppml.data import photo_crops  # noqa: E402
 from ppml.utils import best_time  # noqa: E402
 from ppml.keys import ELEKey, EtCKey, LEKey, PEKey  # noqa: E402

@@ -1,6 +1,6 @@
 """Image coding of (encrypted) uint8 batches: file sizes and lossy/lossless round trips.
 
-Paper 002 (MaungMaung & Kiya, Sec. IV-C, Tables III and IV) compresses every CIFAR-10 image
+Paper 03 (MaungMaung & Kiya, Sec. IV-C, Tables III and IV) compresses every CIFAR-10 image
 *separately* with JPEG (QF 85 and 80), JPEG-LS and JPEG 2000 and sums the file sizes;
 EtC images with 16×16 blocks should cost almost exactly what plain images cost. This module
 does the same with maintained codec libraries (no hand-written coder):
@@ -183,7 +183,7 @@ def roundtrip(x: torch.Tensor, codec: str, quality: int | None = None, *,
     """Encode and decode each image of ``x``; uint8 ``(N, C, H, W)`` on ``x``'s device.
 
     Lossless codecs (``png``, ``jpeg-ls``, ``jpeg2000``) return ``x`` exactly; ``jpeg`` returns
-    the decoded lossy images (what a model trained on JPEG files sees, paper 002 Table III).
+    the decoded lossy images (what a model trained on JPEG files sees, paper 03 Table III).
 
     >>> import torch
     >>> x = torch.randint(0, 256, (2, 3, 16, 16), dtype=torch.uint8)

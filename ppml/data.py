@@ -46,7 +46,7 @@ from ppml.utils import atomic_write, progress
 __all__ = [
     "ImageData", "DatasetNotAvailable", "DatasetCorrupt", "DATASETS", "SPLITS",
     "load_dataset", "dataset_available", "dataset_requirements", "default_root",
-    "photo_crops", "PHOTO_SOURCES",
+    "photo_crops", "PHOTO_SOURCES", "train_val_split",
     "BatchTransform", "RandomCrop", "RandomHorizontalFlip", "GridMask", "EncryptBatch",
     "ToFloat", "Compose",
     "scramble_blocks", "unscramble_blocks", "mirror_block_perm", "hflip", "identity", "block_scramble_keys",
@@ -797,6 +797,24 @@ def photo_crops(n: int, size: int = 32, seed: int = 0, *, sources: Sequence[str]
     return out
 
 
+def train_val_split(data: Any, val_size: int, *, seed: int = 0) -> tuple[Any, Any]:
+    """Split an :class:`ImageData` into (train, validation) at random (``seed``), ``val_size``
+    images for validation — e.g. paper 04's 45,000/5,000 (CIFAR-10) and 47,500/2,500
+    (CIFAR-100) splits of the 50,000 training images.
+
+    >>> d = ImageData(torch.zeros(10, 3, 2, 2, dtype=torch.uint8), list(range(10)), list("abcdefghij"),
+    ...               name="toy", description="toy")
+    >>> tr, va = train_val_split(d, 3)
+    >>> len(tr), len(va), sorted(tr.labels.tolist() + va.labels.tolist()) == list(range(10))
+    (7, 3, True)
+    """
+    n = len(data)
+    if not isinstance(val_size, int) or not 0 < val_size < n:
+        raise ValueError(f"val_size must be an int in (0, {n}) for a set of {n} images, got {val_size!r}")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(int(seed)))
+    return data.subset(indices=perm[val_size:].sort().values), data.subset(indices=perm[:val_size].sort().values)
+
+
 # --------------------------------------------------------------------------------------------
 # Batch transforms
 # --------------------------------------------------------------------------------------------
@@ -1170,7 +1188,7 @@ class EncryptBatch(BatchTransform):
 
 
 # --------------------------------------------------------------------------------------------
-# Block scrambling with per-image keys and augmentation (Chuman & Kiya; paper 001)
+# Block scrambling with per-image keys and augmentation (Chuman & Kiya; paper 02)
 # --------------------------------------------------------------------------------------------
 #
 # Section II of the paper, step by step, and where each step lives here:
@@ -1266,7 +1284,7 @@ def mirror_block_perm(perms: torch.Tensor | np.ndarray, grid: tuple[int, int]) -
 
 
 def hflip(x: torch.Tensor) -> torch.Tensor:
-    """Horizontal flip of a batch: the server's test-time augmentation (paper 001, Sec. II).
+    """Horizontal flip of a batch: the server's test-time augmentation (paper 02, Sec. II).
 
     >>> hflip(torch.tensor([[[[1, 2, 3]]]])).tolist()
     [[[[3, 2, 1]]]]
@@ -1296,7 +1314,7 @@ def _seed_generator(seed: Any) -> torch.Generator:
 def block_scramble_keys(n: int, *, image_size: Any = 32, block_size: int = 8, channels: int = 3,
                         seed: Any = None) -> list:
     """``n`` independent :class:`~ppml.keys.BlockScrambleKey` s: a key set for
-    :class:`EncryptBatch` (the shared-key reading of paper 001).
+    :class:`EncryptBatch` (the shared-key reading of paper 02).
 
     From one ``seed`` (children of ``numpy.random.SeedSequence(seed)``; reproducible, so anyone
     with the seed has the keys) or, with ``seed=None``, from fresh OS entropy.
@@ -1320,7 +1338,7 @@ def block_scramble_keys(n: int, *, image_size: Any = 32, block_size: int = 8, ch
 
 
 class PerImageBlockScramble(BatchTransform):
-    """Block scrambling with the paper's per-image key sets K_{j,s} (paper 001, Sec. II).
+    """Block scrambling with the paper's per-image key sets K_{j,s} (paper 02, Sec. II).
 
     Holds one block permutation per (training image j, key s): ``perms`` ``(num_images,
     num_keys, n_blocks)``, drawn uniformly at random from ``seed`` (or OS entropy when
@@ -1425,7 +1443,7 @@ class PerImageBlockScramble(BatchTransform):
 
 class FreshBlockScramble(BatchTransform):
     """Block scrambling with a new, independent key per image per call: the test key K_T of
-    paper 001 (every test image encrypted by its own key, which the model never saw).
+    paper 02 (every test image encrypted by its own key, which the model never saw).
 
     Each image's permutation is ``argsort`` of uniform numbers from the generator (uniform over
     all n_blocks! permutations), so a run is reproducible from the loader's seed; a deployment
@@ -1482,14 +1500,14 @@ class IndexedBatchLoader(_BatchLoader):
 
 #: GridMask for 32×32 images: Chen et al.'s ImageNet setting (``--d1 96 --d2 224 --ratio 0.6
 #: --rotate 360 --mode 1 --prob 0.8``, their ``start_train.sh``) with d scaled by 32/224.
-#: Paper 001 names GridMask but gives no parameters; this is our choice.
+#: Paper 02 names GridMask but gives no parameters; this is our choice.
 GRIDMASK_32 = {"d1": 14, "d2": 32, "ratio": 0.6, "rotate": 360, "mode": 1, "prob": 0.8}
 
 ENCRYPT_MODES = ("none", "per_image", "shared")
 
 
 class ScramblePipelines:
-    """The three places transforms run in paper 001 (Fig. 1), built by :func:`block_scramble_pipelines`.
+    """The three places transforms run in paper 02 (Fig. 1), built by :func:`block_scramble_pipelines`.
 
     * ``train``: client side, training images — augmentation, then encryption (a list for an
       :class:`IndexedBatchLoader`: use :meth:`train_loader`);
@@ -1540,7 +1558,7 @@ def block_scramble_pipelines(encrypt: str = "per_image", *, num_images: int | No
                              image_size: Any = 32, block_size: int = 8, augment: bool = True,
                              tta: bool | None = None, crop_padding: int = 4,
                              gridmask: dict[str, Any] | None = None, key_seed: Any = None) -> ScramblePipelines:
-    """Paper 001's pipelines (Sec. II): augmentation **then** block scrambling on the client,
+    """Paper 02's pipelines (Sec. II): augmentation **then** block scrambling on the client,
     horizontal-flip test-time augmentation of the encrypted image on the server.
 
     ``encrypt``: ``"per_image"`` (the paper's K_{j,s}: every one of the ``num_images``

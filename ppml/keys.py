@@ -349,7 +349,7 @@ def _rebuild(scheme: str, d: dict[str, Any]) -> Key:
 # ----------------------------------------------------------------------------- EtC
 @dataclasses.dataclass(frozen=True, eq=False, repr=False)
 class EtCKey(Key):
-    """Key of the EtC cipher (Chuman, Sirichotedumrong & Kiya; paper 002, Fig. 2).
+    """Key of the EtC cipher (Chuman, Sirichotedumrong & Kiya; paper 03, Fig. 2).
 
     Arrays (``n`` = number of blocks, row-major):
 
@@ -424,7 +424,7 @@ class EtCKey(Key):
 # ----------------------------------------------------------------------------- block scrambling
 @dataclasses.dataclass(frozen=True, eq=False, repr=False)
 class BlockScrambleKey(Key):
-    """Key of block scrambling (paper 001): one permutation of block positions.
+    """Key of block scrambling (paper 02): one permutation of block positions.
 
     ``block_perm`` (n,): ``out[i] = in[block_perm[i]]``, blocks numbered row-major.
 

@@ -1,5 +1,7 @@
 """Training losses shared by the notebooks: the self-teaching (KL-to-mean) loss of
-ScrambleMix and the feature-reconstruction loss of the transformation network."""
+ScrambleMix, the feature-reconstruction loss of the transformation network and the
+image-to-image MSE that trains the ITN-Attack's inverse network and the transformation
+network's identity initialisation."""
 
 from __future__ import annotations
 
@@ -7,6 +9,22 @@ import math
 
 import torch
 import torch.nn as nn
+
+
+# --------------------------------------------------------------------------- image reconstruction
+
+
+def image_mse_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """MSE between ``model(x)`` and the target image ``y`` (uint8, divided by 255, or float in
+    [0, 1]): a :func:`ppml.train.fit` loss hook for image-to-image networks (the ITN-Attack's
+    inverse network, an identity-initialised U-Net).
+
+    >>> image_mse_loss(nn.Identity(), torch.zeros(1, 3, 2, 2), torch.full((1, 3, 2, 2), 255, dtype=torch.uint8))
+    tensor(1.)
+    """
+    out = model(x)
+    target = y.float() / 255 if y.dtype == torch.uint8 else y.float()
+    return torch.nn.functional.mse_loss(out.float(), target)
 
 
 # --------------------------------------------------------------------------- feature reconstruction

@@ -1,4 +1,4 @@
-"""Adaptation networks (paper 004 / Tanaka 2018 / Madono et al. 2020): input representation,
+"""Adaptation networks (paper 05 / Tanaka 2018 / Madono et al. 2020): input representation,
 shapes, the block structure, and that the LE network can undo an LE key exactly."""
 
 from __future__ import annotations

@@ -67,7 +67,7 @@ def test_assignment_equals_brute_force_over_all_48_candidates():
 
 
 def test_fr_attack_works_on_pe_and_not_on_block_schemes(photos):
-    """PE leaks edges (paper 002 Fig. 6: FR SSIM 0.303 on PE); with 4×4 blocks moved, rotated
+    """PE leaks edges (paper 03 Fig. 6: FR SSIM 0.303 on PE); with 4×4 blocks moved, rotated
     and flipped (EtC) or per-block nibble keys (ELE) it reveals little (0.042, 0.055)."""
     ref = photo_crops(64, 32, seed=6)
     pe = cipher_for(PEKey.generate(image_size=32, seed=0))(photos)

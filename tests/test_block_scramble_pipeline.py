@@ -1,4 +1,4 @@
-"""Paper 001 (Chuman & Kiya): block scrambling with per-image keys, augmentation before
+"""Paper 02 (Chuman & Kiya): block scrambling with per-image keys, augmentation before
 encryption, test keys K_T and the server's flip test-time augmentation (ppml.data)."""
 
 from __future__ import annotations

@@ -61,7 +61,7 @@ def test_chroma_subsampling_is_used(photos):
 
 
 def test_etc_16_compresses_like_plain_and_pe_does_not(photos):
-    """Paper 002, Table IV: EtC (16×16 blocks) costs almost what plain images cost (69.0 vs
+    """Paper 03, Table IV: EtC (16×16 blocks) costs almost what plain images cost (69.0 vs
     68.7 MB at QF 85); pixel-wise encryption destroys the correlation JPEG relies on."""
     etc = cipher_for(EtCKey.generate(image_size=32, block_size=16, seed=0))(photos)
     pe = cipher_for(PEKey.generate(image_size=32, seed=0))(photos)

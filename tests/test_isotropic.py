@@ -10,11 +10,12 @@ import pytest
 import torch
 import torch.nn as nn
 
-from ppml import isotropic as iso
+from ppml.papers.isotropic_etc import isotropic as iso
 from ppml.ciphers import EtC
 from ppml.keys import BlockScrambleKey, EtCKey, channel_permutations
 from ppml.models import create_model
-from ppml.reported import reported
+from ppml.papers import reported
+from ppml.recipes import count_parameters, train_and_test
 
 
 def _vit(patch: int = 4, seed: int = 0) -> nn.Module:
@@ -214,8 +215,8 @@ def test_train_and_test_learns_a_trivial_task():
     y = torch.arange(64) % 2
     x = (y.view(-1, 1, 1, 1) * 200 + torch.randint(0, 40, (64, 3, 8, 8), generator=g)).to(torch.uint8)
     m = create_model("convmixer", dim=8, depth=1, kernel_size=3, patch_size=4, num_classes=2)
-    r = iso.train_and_test(m, (x, y), (x, y), epochs=3, batch_size=16, schedule="constant", progress=False)
-    assert r["acc"] == 1.0 and r["params"] == iso.count_parameters(m) and len(r["history"]) == 3
+    r = train_and_test(m, (x, y), (x, y), epochs=3, batch_size=16, schedule="constant", progress=False)
+    assert r["acc"] == 1.0 and r["params"] == count_parameters(m) and len(r["history"]) == 3
 
 
 # ----------------------------------------------------------------------------- paper numbers

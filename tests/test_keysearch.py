@@ -1,4 +1,4 @@
-"""Key search (paper 004): Algorithm 1, Eq. (1), the inversion-ratio keys and the metric curves."""
+"""Key search (paper 05): Algorithm 1, Eq. (1), the inversion-ratio keys and the metric curves."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from ppml import keysearch as ks
+from ppml.papers.key_generation import keysearch as ks
 from ppml.ciphers import LE, cipher_for
 from ppml.keys import BlockScrambleKey, ELEKey, EtCKey, LEKey, PEKey
 

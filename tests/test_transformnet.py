@@ -1,4 +1,4 @@
-"""The transformation network of Ito, Kinoshita & Kiya (paper 003): Eq. (4) and (6), the two
+"""The transformation network of Ito, Kinoshita & Kiya (paper 04): Eq. (4) and (6), the two
 training regimes, protect(), and the h_θ registry entry."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import torch.nn.functional as F
 
 from ppml.losses import feature_reconstruction_loss
 from ppml.models import create_model
-from ppml.transformnet import (REGIMES, TransformationLoss, TransformNet, build_transformnet, feature_distances,
-                               protect, train_transformnet)
+from ppml.papers.transformation_network import (REGIMES, TransformationLoss, TransformNet, build_transformnet,
+                                                 feature_distances, protect, train_transformnet)
 
 
 def _phi() -> nn.Module:
@@ -229,7 +229,7 @@ def test_h_init_is_copied_not_shared():
 
 def test_identity_init_learns_to_copy():
     from ppml.data import photo_crops
-    from ppml.transformnet import identity_init
+    from ppml.papers.transformation_network import identity_init
 
     x = photo_crops(64, size=8, seed=0)
     h = identity_init(x, width=8, depth=1, epochs=8, batch_size=8, lr=1e-2, progress=False)
@@ -241,7 +241,7 @@ def test_identity_init_learns_to_copy():
 
 def test_train_val_split():
     from ppml.data import ImageData
-    from ppml.transformnet import train_val_split
+    from ppml.data import train_val_split
 
     d = ImageData(torch.arange(20, dtype=torch.uint8).view(20, 1, 1, 1).expand(20, 3, 2, 2).contiguous(),
                   [i % 2 for i in range(20)], ["a", "b"], name="toy", description="toy")

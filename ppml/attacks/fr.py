@@ -1,6 +1,6 @@
 """FR-Attack — feature-reconstruction attack (Chang & Case 2020, arXiv:2004.13263), ciphertext only.
 
-Paper 002 (Sec. III-G, Figs. 6 and 8) uses it against LE, ELE, PE and EtC images, describing
+Paper 03 (Sec. III-G, Figs. 6 and 8) uses it against LE, ELE, PE and EtC images, describing
 it only as an attack "that exploits the local properties of an encrypted image"; the
 project's summary of its basic form (REFERENCE_FACTS.md) is: a value above 127 is mapped to
 ``255 − v``, then neighbouring pixels are matched over colour-channel orders and signs. What
@@ -27,7 +27,7 @@ continues its neighbours (L1 distance over channels):
    its candidate against all four neighbours;
 3. the result is still ambiguous up to one global sign per channel and one global channel
    order (48 global variants, which leave every neighbour distance unchanged). With
-   ``reference`` (plain images of the known distribution — the threat model of paper 002,
+   ``reference`` (plain images of the known distribution — the threat model of paper 03,
    Sec. III-C, grants it) the variant whose channel means are closest to the reference's
    is chosen per image; without it, each channel is oriented so that its mean is ≤ 127.5
    and the channel order is the one the sweep found.

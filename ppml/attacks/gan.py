@@ -1,7 +1,7 @@
 """GAN-Attack: SIA-GAN (Madono, Tanaka, Onishi & Ogawa, "SIA-GAN: Scrambling Inversion Attack
-Using Generative Adversarial Network", IEEE Access 2021), the GAN-Attack of paper 002.
+Using Generative Adversarial Network", IEEE Access 2021), the GAN-Attack of paper 03.
 
-Paper 002 (Sec. III-G, Figs. 6 and 8) runs it "with a synthetic dataset and encrypted
+Paper 03 (Sec. III-G, Figs. 6 and 8) runs it "with a synthetic dataset and encrypted
 images": the attacker holds plain images of the known distribution and the victim's
 encrypted images, and trains a generator G (encrypted → plain) against a discriminator D
 that only ever sees the attacker's *unrelated* plain images as "real".
@@ -45,11 +45,11 @@ Differences (each deliberate, each an argument):
    parametrisation for LE — 64× fewer front-end weights and every block of every image is a
    training sample for the same map. ELE/EtC need the per-position maps (default ``False``).
 3. The classifier of the CE term is a small CNN (theirs: ShakeDrop PyramidNet-110), and the
-   term is off unless ``labels`` are given: paper 002's attacker holds unlabelled images, and
+   term is off unless ``labels`` are given: paper 03's attacker holds unlabelled images, and
    ``ppml.attacks.run_attacks`` passes none.
 4. Augmentation (``augment=True``): random crop (pad 4) and horizontal flip on the attacker's
    **plain** images only. SIA-GAN augments before encrypting (it encrypts CIFAR-10 itself);
-   the attacker of paper 002 holds ciphertexts, and flipping/cropping an encrypted image
+   the attacker of paper 03 holds ciphertexts, and flipping/cropping an encrypted image
    does not commute with a block cipher.
 5. Spectral norm uses ``torch.nn.utils.spectral_norm`` (one persistent power iteration per
    step; the authors' ``SpectralNorm`` restarts its power iteration and rescales the stored
@@ -57,7 +57,7 @@ Differences (each deliberate, each an argument):
 6. Widths are arguments (``width`` 64, ``block_features`` 16, ``d_width`` 128 are SIA-GAN's);
    on a CPU use smaller ones (``ppml.attacks.run_attacks`` documents the settings used).
 7. ``paired=True`` adds ``pixel_weight · L1(G(z), x)`` for known-plaintext pairs (a stronger
-   attacker than SIA-GAN's; not used by paper 002).
+   attacker than SIA-GAN's; not used by paper 03).
 8. ``fix_polarity=True`` (not in SIA-GAN): after training (and at each evaluation) each output
    channel is kept or replaced by ``1 − x`` (:func:`polarity`: positive colour-channel
    correlations, then means/skewnesses against the attacker's images). LE's inversion bits

@@ -1,5 +1,5 @@
 """ITN-Attack — the inverse-transformation-network attack (Ito, Kinoshita & Kiya, §II-C and
-§III-B; also MaungMaung & Kiya's security evaluation of EtC images, paper 002).
+§III-B; also MaungMaung & Kiya's security evaluation of EtC images, paper 03).
 
 Threat model: the attacker has pairs (protected image, plain image) of the same kind of data
 — for the transformation network because h_θ is public (the attacker protects images of
@@ -17,7 +17,7 @@ faster — the attacker is free to choose the strongest training, so a faster-co
 optimiser makes the evaluation stricter, not weaker. Pass ``optimizer="sgd", lr=0.1,
 schedule="multistep", milestones=[60, 120, 160], gamma=0.2`` for the paper's recipe.
 
-**LE under paper 002's threat model.** Paper 002 trains the ITN on "exact pairs of plain
+**LE under paper 03's threat model.** Paper 03 trains the ITN on "exact pairs of plain
 images and encrypted ones with different multiple keys" (Sec. III-G) and prints SSIM 0.281
 for LE in Fig. 6 — the SSIM of *one example image*, with "partial results taken from" Ito et
 al. (IEEE Access 2021); the means are only in the box plot of Fig. 8. With keys other than
@@ -41,8 +41,8 @@ from typing import Any, Callable
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
+from ppml.losses import image_mse_loss as inverse_network_loss  # the ITN-Attack's loss: MSE to the plain image
 from ppml.models.unet import UNet
 from ppml.train import fit
 
@@ -64,17 +64,6 @@ def _check(x: Any, name: str) -> torch.Tensor:
 
 def _unit(x: torch.Tensor) -> torch.Tensor:
     return x.float() / 255 if x.dtype == torch.uint8 else x.float()
-
-
-def inverse_network_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """The ITN-Attack's training loss: MSE between ``model(x)`` (the estimate from a protected
-    image) and the plain image ``y`` (uint8 or float in [0, 1]); a :func:`ppml.train.fit` hook.
-
-    >>> inverse_network_loss(nn.Identity(), torch.zeros(1, 3, 2, 2), torch.full((1, 3, 2, 2), 255, dtype=torch.uint8))
-    tensor(1.)
-    """
-    out = model(x)
-    return F.mse_loss(out.float(), _unit(y))
 
 
 def itn_attack(train_protected: torch.Tensor, train_plain: torch.Tensor, test_protected: torch.Tensor, *,

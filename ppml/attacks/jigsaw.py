@@ -1,6 +1,6 @@
 """Jigsaw-puzzle solver attack on block-scrambled and EtC images (ciphertext only).
 
-Papers 001 and 002 argue that block scrambling and EtC resist jigsaw-puzzle solvers when the
+Papers 02 and 03 argue that block scrambling and EtC resist jigsaw-puzzle solvers when the
 blocks are small relative to the image (Chuman, Kurihara & Kiya, ICME 2017, whose "extended
 jigsaw puzzle solver" also handles rotated, flipped, negative–positive transformed and
 colour-shuffled pieces). This module measures that claim with a solver of that kind:
@@ -1162,7 +1162,7 @@ def jigsaw_sweep(images_by_size: Mapping[int, torch.Tensor], schemes: Sequence[s
 def augmentation_study(images: torch.Tensor, block_size: int = 8, *, num_keys: int = 4, crop_padding: int = 4,
                        gridmask: Mapping[str, Any] | None = None, seed: int = 0, separate: bool = True,
                        **solve_kwargs: Any) -> JigsawResults:
-    """The solver on paper 001's block scrambling (per-image keys K_{j,s},
+    """The solver on paper 02's block scrambling (per-image keys K_{j,s},
     :class:`ppml.data.PerImageBlockScramble`) of ``images`` as they are (``"no_augmentation"``)
     and after the paper's training augmentation — random crop with padding, horizontal flip,
     GridMask (:data:`ppml.data.GRIDMASK_32`) — applied before encryption (``"augmentation"``);

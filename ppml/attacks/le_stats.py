@@ -1,6 +1,6 @@
 """LE-statistics attack: ciphertext-only key recovery for LE (this project's own attack).
 
-**Not from the papers.** Paper 002 and Tanaka (2018) only attack LE with FR-, GAN- and
+**Not from the papers.** Paper 03 and Tanaka (2018) only attack LE with FR-, GAN- and
 ITN-Attack; this attack was designed for this project (issue 12) to show what LE's *one key
 for every block* gives away. The threat model is the one of :mod:`ppml.attacks.suite`: the
 attacker holds the victim's encrypted images and their own **unpaired** plain images of a

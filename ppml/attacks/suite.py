@@ -1,4 +1,4 @@
-"""FR-, GAN- and ITN-Attack on several encryption schemes under one threat model (paper 002,
+"""FR-, GAN- and ITN-Attack on several encryption schemes under one threat model (paper 03,
 Sec. III-C and Figs. 6/8): a ciphertext-only attacker who knows the data distribution.
 
 For every scheme, one victim key encrypts the victim's images; the attacks then get:

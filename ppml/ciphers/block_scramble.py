@@ -1,4 +1,4 @@
-"""Block scrambling (Chuman & Kiya; paper 001): a secret permutation of block positions.
+"""Block scrambling (Chuman & Kiya; paper 02): a secret permutation of block positions.
 
 ``block_perm`` is a gather over blocks numbered row-major: output block i is input block
 ``block_perm[i]``; the content of each block is unchanged. There is no public reference

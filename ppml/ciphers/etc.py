@@ -1,4 +1,4 @@
-"""EtC — encryption-then-compression (Chuman, Sirichotedumrong & Kiya; paper 002, Fig. 2).
+"""EtC — encryption-then-compression (Chuman, Sirichotedumrong & Kiya; paper 03, Fig. 2).
 
 The image is split into ``B×B`` blocks (numbered row-major) and, in this order:
 

@@ -113,4 +113,4 @@ def create_model(name: str, num_classes: int | None = None, **kwargs: Any) -> nn
 # Importing the modules registers their models (they import register_model from here).
 from . import convmixer, resnet, unet, vit, wideresnet  # noqa: E402,F401
 from . import pyramidnet  # noqa: E402,F401  (ScrambleMix's ShakeDrop network)
-from . import adaptation  # noqa: E402,F401  (LE/ELE adaptation networks, paper 004)
+from . import adaptation  # noqa: E402,F401  (LE/ELE adaptation networks, paper 05)

@@ -1,7 +1,7 @@
 """Adaptation networks for block-wise scrambled images (LE and ELE), and a classifier wrapper.
 
 An adaptation network sits before the classifier and learns to undo what a fixed key does
-to each block, so an ordinary classifier can be trained on scrambled images (paper 004,
+to each block, so an ordinary classifier can be trained on scrambled images (paper 05,
 Fig. 1; Tanaka 2018; Madono et al. 2020).
 
 Input representation. The LE and ELE ciphers permute and invert 4-bit *nibbles*, not

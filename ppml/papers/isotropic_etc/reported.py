@@ -1,5 +1,5 @@
 """Numbers printed in MaungMaung & Kiya, "Privacy-Preserving Image Classification Using
-Isotropic Network" (paper 002 in ``shared/papers``), for notebook ``03_isotropic_etc``.
+Isotropic Network" (paper 03; ``shared/papers/002_*``), for notebook ``03_isotropic_etc``.
 
 Copied from the paper's tables and Fig. 6 captions; accuracies in %, parameters in
 millions, file sizes in MB. ``None`` marks a cell the paper leaves empty (model not applied to

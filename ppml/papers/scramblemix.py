@@ -1,5 +1,5 @@
 """Numbers printed in Madono, Tanaka & Onishi, "ScrambleMix: A Privacy-Preserving Image
-Processing for Edge-Cloud Machine Learning" (slides, paper 000 in ``shared/papers``), for
+Processing for Edge-Cloud Machine Learning" (slides, paper 01; ``shared/papers/000_*``), for
 notebook ``01_scramblemix``. Accuracies in %. The slides have no page numbers; each table
 names its slide by title. The security results ("Attacked Results by InstaHide Attack",
 Inception Score) are shown only as pictures: the slides print no number for them.

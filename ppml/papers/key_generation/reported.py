@@ -1,4 +1,4 @@
-"""Paper 004 — Madono, Tanaka, Onishi & Ogawa, "Scrambling Parameter Generation to Improve
+"""Paper 05 — Madono, Tanaka, Onishi & Ogawa, "Scrambling Parameter Generation to Improve
 Perceptual Information Hiding" (IS&T Electronic Imaging).
 
 Numbers copied from the paper text (``shared/papers/004_*.txt``): Table 2 (accuracy and PIH

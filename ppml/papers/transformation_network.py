@@ -1,5 +1,6 @@
 """The image transformation network of Ito, Kinoshita & Kiya ("Image Transformation Network
-for Privacy-Preserving Deep Neural Networks and Its Security Evaluation", paper 003).
+for Privacy-Preserving Deep Neural Networks and Its Security Evaluation", paper 04): the
+code only this paper uses, and the numbers it prints (end of the module).
 
 A public U-Net h_θ turns a plain image x into a visually protected image x̂ = h_θ(x) that a
 classifier ψ on the cloud still classifies. h_θ is trained with Eq. (3)–(4):
@@ -29,6 +30,16 @@ Two training regimes (``regime=``):
 ...                    create_model("resnet20", num_classes=3), freeze_psi=True)
 >>> net.train().psi.training, net(torch.rand(2, 3, 8, 8)).shape
 (False, torch.Size([2, 3]))
+
+Reported numbers — Table I (§III-A, p. 3): test accuracy (%) of ResNet-20 ψ on images from
+h_θ trained with weight α, on plain images, and on the two perceptual-encryption baselines.
+Figs. 3–5 are images and a box plot (PSNR of ITN-Attack estimates on the 10,000 CIFAR-100
+test images, α = 0.005) without printed numbers, so they have no entries here.
+
+>>> TABLE1[0.005]
+{'cifar10': 91.72, 'cifar100': 70.78}
+>>> table1_rows()[4]
+{'method': 'Plain image', 'alpha': None, 'cifar10': 91.23, 'cifar100': 67.9}
 """
 
 from __future__ import annotations
@@ -40,12 +51,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .losses import feature_reconstruction_loss
-from .models import create_model
-from .train import FitResult, fit
+from ppml.losses import feature_reconstruction_loss, image_mse_loss
+from ppml.models import create_model
+from ppml.train import FitResult, fit
 
 __all__ = ["REGIMES", "TransformNet", "TransformationLoss", "build_transformnet", "protect",
-           "feature_distances", "train_transformnet", "train_val_split", "identity_init"]
+           "feature_distances", "train_transformnet", "identity_init",
+           "PAPER", "TABLE1", "TABLE1_PLAIN", "TABLE1_BASELINES", "SETTINGS", "table1_rows"]
 
 #: Training regimes of h_θ (see the module docstring).
 REGIMES = ("joint", "frozen")
@@ -152,7 +164,7 @@ class TransformationLoss:
 
     def _phi(self, device: torch.device) -> nn.Module:
         if self.features is None:
-            from .metrics import VGG16Features  # heavy: built on first use only
+            from ppml.metrics import VGG16Features  # heavy: built on first use only
 
             self.features = VGG16Features(layer=self.layer)
         self.features.requires_grad_(False).eval()
@@ -268,25 +280,6 @@ def train_transformnet(train_data: Any, *, alpha: float, regime: str = "joint", 
     return model, res
 
 
-def train_val_split(data: Any, val_size: int, *, seed: int = 0) -> tuple[Any, Any]:
-    """Split an :class:`ppml.data.ImageData` into (train, validation) at random (``seed``),
-    ``val_size`` images for validation — the paper's 45,000/5,000 (CIFAR-10) and
-    47,500/2,500 (CIFAR-100) splits of the 50,000 training images.
-
-    >>> from ppml.data import ImageData
-    >>> d = ImageData(torch.zeros(10, 3, 2, 2, dtype=torch.uint8), list(range(10)), list("abcdefghij"),
-    ...               name="toy", description="toy")
-    >>> tr, va = train_val_split(d, 3)
-    >>> len(tr), len(va), sorted(tr.labels.tolist() + va.labels.tolist()) == list(range(10))
-    (7, 3, True)
-    """
-    n = len(data)
-    if not isinstance(val_size, int) or not 0 < val_size < n:
-        raise ValueError(f"val_size must be an int in (0, {n}) for a set of {n} images, got {val_size!r}")
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(int(seed)))
-    return data.subset(indices=perm[val_size:].sort().values), data.subset(indices=perm[:val_size].sort().values)
-
-
 def identity_init(images: torch.Tensor, *, width: int = 64, depth: int = 4, epochs: int = 2, batch_size: int = 128,
                   lr: float = 1e-3, seed: int = 0, **fit_kwargs: Any) -> nn.Module:
     """A ``transformation_network`` U-Net trained with MSE to reproduce its input (h(x) ≈ x) on
@@ -301,11 +294,54 @@ def identity_init(images: torch.Tensor, *, width: int = 64, depth: int = 4, epoc
     >>> h(torch.rand(2, 3, 8, 8)).shape
     torch.Size([2, 3, 8, 8])
     """
-    from .attacks.itn import inverse_network_loss
-
     _check_images(images, "images")
     torch.manual_seed(seed)
     h = create_model("transformation_network", width=width, depth=depth)
     fit(h, (images, images), epochs=epochs, batch_size=batch_size, optimizer="adamw", lr=lr, weight_decay=0.0,
-        schedule="cosine", loss=inverse_network_loss, seed=seed, **fit_kwargs)
+        schedule="cosine", loss=image_mse_loss, seed=seed, **fit_kwargs)
     return h.eval()
+
+
+# --------------------------------------------------------------------------------------------
+# The numbers the paper prints (for the paper-vs-ours tables of notebook 04)
+# --------------------------------------------------------------------------------------------
+
+PAPER = ("H. Ito, Y. Kinoshita and H. Kiya, \"Image Transformation Network for Privacy-Preserving Deep "
+         "Neural Networks and Its Security Evaluation\"")
+
+#: Table I, "Proposed" rows: α → accuracy (%) on CIFAR-10 and CIFAR-100.
+TABLE1: dict[float, dict[str, float]] = {
+    0.005: {"cifar10": 91.72, "cifar100": 70.78},
+    0.01: {"cifar10": 91.41, "cifar100": 70.08},
+    0.05: {"cifar10": 89.63, "cifar100": 42.91},
+    0.1: {"cifar10": 39.92, "cifar100": 1.00},
+}
+
+#: Table I, "Plain image" row (ψ trained and tested on plain images).
+TABLE1_PLAIN: dict[str, float] = {"cifar10": 91.23, "cifar100": 67.9}
+
+#: Table I, conventional methods: Tanaka's learnable encryption [15] and the pixel-based
+#: encryption [16], [17].
+TABLE1_BASELINES: dict[str, dict[str, float]] = {
+    "Tanaka [15]": {"cifar10": 85.18, "cifar100": 60.08},
+    "Pixel-based [16], [17]": {"cifar10": 90.99, "cifar100": 60.50},
+}
+
+#: §III-A: training settings of every network (h_θ, ψ).
+SETTINGS: dict[str, object] = {
+    "h": "U-Net [23]", "psi": "ResNet-20 [24]",
+    "train_val": {"cifar10": (45_000, 5_000), "cifar100": (47_500, 2_500)},
+    "epochs": 200, "optimizer": "SGD", "momentum": 0.9, "weight_decay": 5e-4, "lr": 0.1,
+    "milestones": (60, 120, 160), "gamma": 0.2, "batch_size": 128,
+    "augmentation": "random crop, horizontal flip", "selection": "lowest validation loss",
+    "fig3_alphas": (0.0, 0.005, 0.01), "fig3_dataset": "cifar100",
+    "fig4_alpha": 0.005, "fig4_dataset": "cifar100", "fig5_images": 10_000,
+}
+
+
+def table1_rows() -> list[dict[str, object]]:
+    """Table I as rows in the paper's order: method, α (None for non-proposed rows), accuracies."""
+    rows: list[dict[str, object]] = [{"method": "Proposed", "alpha": a, **v} for a, v in TABLE1.items()]
+    rows.append({"method": "Plain image", "alpha": None, **TABLE1_PLAIN})
+    rows += [{"method": k, "alpha": None, **v} for k, v in TABLE1_BASELINES.items()]
+    return rows

@@ -39,7 +39,6 @@ from __future__ import annotations
 import copy
 import itertools
 import math
-import time
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -53,7 +52,7 @@ __all__ = [
     "patch_embedding", "patch_size_of", "has_position_embedding", "patch_permutation",
     "permute_position_embedding", "absorb_block_transform", "shared_code_key", "encrypted_equivalent",
     "max_logit_diff", "eq4_check", "eq5_check", "etc_stages", "patch_embedding_weights", "patch_embedding_grid",
-    "plot_patch_embeddings", "embedding_similarity", "count_parameters", "train_and_test",
+    "plot_patch_embeddings", "embedding_similarity",
 ]
 
 
@@ -497,29 +496,3 @@ def embedding_similarity(w_a: torch.Tensor, w_b: torch.Tensor) -> dict[str, floa
 
 
 # ----------------------------------------------------------------------------- training helper
-def count_parameters(model: nn.Module) -> int:
-    """Number of trainable parameters.
-
-    >>> count_parameters(nn.Linear(3, 2))
-    8
-    """
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
-def train_and_test(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor],
-                   *, epochs: int, batch_size: int = 64, optimizer: str = "adamw", lr: float = 0.01,
-                   weight_decay: float = 0.01, schedule: str = "triangular", transforms: Any = None,
-                   seed: int = 0, **fit_kw: Any) -> dict[str, Any]:
-    """Train ``model`` on ``train`` (uint8 images, labels), test on ``test``; returns
-    ``{"acc", "params", "cpu_seconds", "history"}``. Images must already be encrypted (or
-    compressed) the way the row of the table needs. Defaults: the paper's ConvMixer recipe
-    (AdamW, lr 0.01, wd 0.01, batch 64, triangular schedule).
-    """
-    from ppml.train import evaluate, fit
-
-    t0 = time.process_time()
-    r = fit(model, train, epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr,
-            weight_decay=weight_decay, schedule=schedule, transforms=transforms, seed=seed, **fit_kw)
-    ev = evaluate(model, test)
-    return {"acc": ev["acc"], "params": count_parameters(model), "cpu_seconds": round(time.process_time() - t0, 1),
-            "history": r.history}

@@ -1,4 +1,4 @@
-"""Paper 001 — Chuman & Kiya, "Block Scrambling Image Encryption Used in Combination with Data
+"""Paper 02 — Chuman & Kiya, "Block Scrambling Image Encryption Used in Combination with Data
 Augmentation for Privacy-Preserving DNNs" (no public code).
 
 **The paper prints no accuracy numbers.** Fig. 3 ("Image classification accuracy") is a pair of

@@ -1,7 +1,7 @@
 """Scrambling-parameter (key) generation that improves perceptual information hiding.
 
 Madono, Tanaka, Onishi & Ogawa, "Scrambling Parameter Generation to Improve Perceptual
-Information Hiding" (paper 004). The perceptual-information-hiding (PIH) score of a key
+Information Hiding" (paper 05). The perceptual-information-hiding (PIH) score of a key
 ``P`` on an image set ``{x_i}`` is Eq. (1),
 
     rho(P; {x_i}) = 1/M · sum_i LPIPS(x_i, f(x_i; P)),
@@ -52,7 +52,7 @@ from ppml.utils import progress
 
 __all__ = [
     "Metric", "LPIPSScore", "KeySearchResult", "best_key", "pih_score", "key_scores", "inversion_key",
-    "invert_fraction", "metric_curves", "normalise_curve", "running_best", "search_repeats", "fit_scrambled",
+    "invert_fraction", "metric_curves", "normalise_curve", "running_best", "search_repeats",
 ]
 
 #: A full-reference metric: ``metric(x, y) -> (N,)`` per-image scores for batches ``x, y``
@@ -558,55 +558,3 @@ def search_repeats(scheme: type[Key] | type[Cipher], images: torch.Tensor, *, tr
     repeats = _check_positive_int(repeats, "repeats")
     return [best_key(scheme, images, trials, seed=np.random.SeedSequence([int(seed), r]), **kwargs)
             for r in range(repeats)]
-
-
-def fit_scrambled(key: Key | None, train: Any, test: Any, *, adaptation: str = "none",
-                  classifier: str = "resnet20", classifier_kwargs: Mapping[str, Any] | None = None,
-                  adaptation_kwargs: Mapping[str, Any] | None = None, augment: bool = False,
-                  epochs: int = 1, seed: int = 0, **fit_kwargs: Any) -> tuple[torch.nn.Module, float]:
-    """Train ``adapted_classifier`` on images scrambled with ``key`` and return ``(model, test accuracy)``.
-
-    ``key=None`` trains on plain images. ``adaptation_kwargs`` go to the adaptation network
-    (``out_chans``, ``representation``, and e.g. ``hidden`` for LE). The key is fixed for the data set (as in the paper):
-    training images are scrambled after the optional augmentation (random crop with padding
-    4 + horizontal flip, as the authors' code does) by :class:`ppml.data.EncryptBatch`; test
-    images are scrambled once. ``train``/``test`` are :class:`ppml.data.ImageData` (or
-    anything with ``.images`` uint8 and ``.labels``); ``fit_kwargs`` go to
-    :func:`ppml.train.fit` (optimizer, lr, schedule, batch_size, …).
-
-    >>> import torch
-    >>> from types import SimpleNamespace
-    >>> from ppml.keys import LEKey
-    >>> g = torch.Generator().manual_seed(0)
-    >>> d = SimpleNamespace(images=torch.randint(0, 256, (16, 3, 8, 8), dtype=torch.uint8, generator=g),
-    ...                     labels=torch.arange(16) % 2)
-    >>> key = LEKey.generate(image_size=8, block_size=4, seed=0)
-    >>> m, acc = fit_scrambled(key, d, d, adaptation="le", classifier="convmixer", progress=False,
-    ...                        classifier_kwargs={"dim": 8, "depth": 1, "patch_size": 4, "kernel_size": 3},
-    ...                        adaptation_kwargs={"hidden": 16, "out_chans": 2}, image_size=8, batch_size=8)
-    >>> 0.0 <= acc <= 1.0
-    True
-    """
-    from ppml.data import EncryptBatch, RandomCrop, RandomHorizontalFlip
-    from ppml.models import create_model
-    from ppml.train import evaluate, fit
-
-    image_size = fit_kwargs.pop("image_size", tuple(train.images.shape[-2:]))
-    block_size = key.block_size if key is not None and adaptation != "none" else 4
-    num_classes = int(train.labels.max()) + 1 if not hasattr(train, "num_classes") else train.num_classes
-    ak = {} if adaptation == "none" else dict(adaptation_kwargs or {})
-    top = {k: ak.pop(k) for k in ("out_chans", "representation") if k in ak}
-    torch.manual_seed(seed)
-    model = create_model("adapted_classifier", adaptation=adaptation, classifier=classifier,
-                         num_classes=num_classes, in_chans=int(train.images.shape[1]), image_size=image_size,
-                         block_size=block_size, classifier_kwargs=classifier_kwargs, adaptation_kwargs=ak, **top)
-    cipher = cipher_for(key) if key is not None else None
-    transforms: list[Any] = []
-    if augment:
-        transforms += [RandomCrop(tuple(train.images.shape[-2:]), padding=4), RandomHorizontalFlip()]
-    if cipher is not None:
-        transforms.append(EncryptBatch(cipher))
-    fit(model, (train.images, train.labels), epochs=epochs, transforms=transforms or None, seed=seed, **fit_kwargs)
-    test_x = cipher(test.images) if cipher is not None else test.images
-    acc = evaluate(model, (test_x, test.labels))["acc"]
-    return model, float(acc)
