@@ -29,7 +29,7 @@ os.environ.setdefault("PPML_QUIET", "1")
 
 from ppml.attacks import le_statistics_attack, le_stats_curve  # noqa: E402
 from ppml.ciphers import cipher_for  # noqa: E402
-from ppml.data import PHOTO_SOURCES, load_dataset, photo_crops  # noqa: E402
+from ppml.datasets import PHOTO_SOURCES, load_dataset, photo_crops  # noqa: E402
 from ppml.keys import ELEKey, EtCKey, LEKey, PEKey  # noqa: E402
 from ppml.metrics import ssim  # noqa: E402
 from ppml.utils import best_time  # noqa: E402

@@ -26,8 +26,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("PPML_QUIET", "1")
 
-from ppml.attacks.jigsaw import augmentation_study, jigsaw_sweep  # noqa: E402
-from ppml.data import photo_crops  # noqa: E402
+from ppml.attacks.jigsaw import jigsaw_sweep  # noqa: E402
+from ppml.papers.block_scramble_augmentation import augmentation_study  # noqa: E402
+from ppml.datasets import photo_crops  # noqa: E402
 
 COLUMNS = ("pieces", "direct", "neighbour", "largest_component", "colour", "ssim", "cpu_s")
 

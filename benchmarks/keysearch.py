@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("PPML_QUIET", "1")  # the table, not 160 progress bars
 
 from ppml.papers.key_generation import keysearch as ks  # noqa: E402
-from ppml.data import photo_crops  # noqa: E402
+from ppml.datasets import photo_crops  # noqa: E402
 from ppml.utils import best_time  # noqa: E402
 from ppml.keys import ELEKey, EtCKey, LEKey, PEKey  # noqa: E402
 from ppml.metrics import lpips  # noqa: E402

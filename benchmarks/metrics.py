@@ -22,7 +22,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ppml import metrics  # noqa: E402
-from ppml.data import photo_crops  # noqa: E402
+from ppml.datasets import photo_crops  # noqa: E402
 from ppml.utils import best_time  # noqa: E402
 
 

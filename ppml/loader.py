@@ -20,8 +20,9 @@ from __future__ import annotations
 import math
 from typing import Any, Callable, Iterator, Sequence
 
-import numpy as np
 import torch
+
+from ppml._checks import seed_generator
 
 __all__ = ["BatchLoader", "Transform", "make_generator"]
 
@@ -32,7 +33,8 @@ def make_generator(*entropy: int) -> torch.Generator:
     """A CPU ``torch.Generator`` seeded from a tuple of non-negative integers.
 
     numpy's ``SeedSequence`` mixes the integers so that nearby tuples (seed, epoch) and
-    (seed, epoch + 1) give unrelated streams.
+    (seed, epoch + 1) give unrelated streams (:func:`ppml._checks.seed_generator`, its
+    ``"concat"`` mixing).
 
     >>> a, b = make_generator(0, 1), make_generator(0, 1)
     >>> torch.equal(torch.rand(3, generator=a), torch.rand(3, generator=b))
@@ -40,10 +42,7 @@ def make_generator(*entropy: int) -> torch.Generator:
     """
     if any(int(v) < 0 for v in entropy):
         raise ValueError(f"generator entropy must be non-negative integers, got {entropy}")
-    state = np.random.SeedSequence([int(v) for v in entropy]).generate_state(2, dtype=np.uint32)
-    g = torch.Generator()
-    g.manual_seed(int(state[0]) << 32 | int(state[1]))
-    return g
+    return seed_generator(tuple(int(v) for v in entropy), mixing="concat")
 
 
 class BatchLoader:
@@ -52,7 +51,7 @@ class BatchLoader:
     * ``shuffle``: a fresh permutation per epoch (see :meth:`set_epoch`), else in order.
     * ``transforms``: one callable or a sequence, each ``t(x, generator) -> x`` on a batch; one
       with ``needs_index = True`` is called ``t(x, generator, index=b)`` with the batch's dataset
-      indices ``b`` (e.g. per-image keys, :class:`ppml.data.PerImageBlockScramble`).
+      indices ``b`` (e.g. per-image keys, :class:`ppml.papers.block_scramble_augmentation.PerImageBlockScramble`).
     * ``to_float``: after the transforms, uint8 batches become float32 in [0, 1] (``x / 255``);
       batches a transform already made floating point are left as they are.
     * ``rank``/``world_size``: the shard for data-parallel training. As in
@@ -112,7 +111,7 @@ class BatchLoader:
 
     @classmethod
     def from_dataset(cls, ds: Any, batch_size: int, **kwargs: Any) -> "BatchLoader":
-        """Build a loader from an object with ``.images`` and ``.labels`` (e.g. ``ppml.data.ImageData``)
+        """Build a loader from an object with ``.images`` and ``.labels`` (e.g. ``ppml.datasets.ImageData``)
         or from an ``(images, labels)`` pair; ``kwargs`` as for the constructor.
 
         >>> from types import SimpleNamespace

@@ -34,7 +34,7 @@ import subprocess
 import sys
 import tarfile
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import numpy as np
 import torch
@@ -102,7 +102,7 @@ def weights_dir() -> Path:
     env = os.environ.get("PPML_WEIGHTS", "").strip()
     if env:
         return Path(env).expanduser()
-    from ppml.data import default_root
+    from ppml.datasets import default_root
 
     return default_root() / "weights"
 
@@ -473,20 +473,16 @@ def timm_how_to_get(name: str) -> str:
             "(ViT-B/16: ~350 MB into ~/.cache/huggingface, or $HF_HOME); offline runs then find them.")
 
 
-def _register() -> None:
-    try:
-        from ppml.reproduce import register_weights
-    except ImportError:  # the runner's optional dependencies are missing: nothing to register with
-        return
-    register_weights("lpips-alex", lambda: trunk_available("alexnet"), how_to_get("alexnet"))
-    register_weights("lpips-vgg", lambda: trunk_available("vgg16"), how_to_get("vgg16"))
-    register_weights("vgg16", lambda: trunk_available("vgg16"), how_to_get("vgg16"))
-    # Named after the ppml model, as a parameter file says `model: vit_b16, pretrained: true`.
-    register_weights("vit_b16", lambda: timm_weights_available(VIT_B16_PRETRAINED),
-                     timm_how_to_get(VIT_B16_PRETRAINED))
-
-
-_register()
+#: The weights this module loads, for ``python -m ppml.reproduce --dry-run``: name →
+#: (available?, how to get them). :mod:`ppml.reproduce` reads this table (a lower layer never
+#: imports the runner). Named after the ppml model, as a parameter file says
+#: ``model: vit_b16, pretrained: true``.
+WEIGHTS: dict[str, tuple[Callable[[], bool], str]] = {
+    "lpips-alex": (lambda: trunk_available("alexnet"), how_to_get("alexnet")),
+    "lpips-vgg": (lambda: trunk_available("vgg16"), how_to_get("vgg16")),
+    "vgg16": (lambda: trunk_available("vgg16"), how_to_get("vgg16")),
+    "vit_b16": (lambda: timm_weights_available(VIT_B16_PRETRAINED), timm_how_to_get(VIT_B16_PRETRAINED)),
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 
 from ppml.ciphers import cipher_for
-from ppml.data import EncryptBatch, RandomCrop, RandomHorizontalFlip
+from ppml.transforms import EncryptBatch, RandomCrop, RandomHorizontalFlip
 from ppml.keys import Key
 from ppml.models import create_model
 from ppml.train import evaluate, fit
@@ -57,8 +57,8 @@ def fit_scrambled(key: Key | None, train: Any, test: Any, *, adaptation: str = "
     ``key=None`` trains on plain images. ``adaptation_kwargs`` go to the adaptation network
     (``out_chans``, ``representation``, and e.g. ``hidden`` for LE). The key is fixed for the data set (as in the paper):
     training images are scrambled after the optional augmentation (random crop with padding
-    4 + horizontal flip, as the authors' code does) by :class:`ppml.data.EncryptBatch`; test
-    images are scrambled once. ``train``/``test`` are :class:`ppml.data.ImageData` (or
+    4 + horizontal flip, as the authors' code does) by :class:`ppml.transforms.EncryptBatch`; test
+    images are scrambled once. ``train``/``test`` are :class:`ppml.datasets.ImageData` (or
     anything with ``.images`` uint8 and ``.labels``); ``fit_kwargs`` go to
     :func:`ppml.train.fit` (optimizer, lr, schedule, batch_size, …).
 

@@ -9,8 +9,8 @@ hour nine of a multi-day GPU run. Nothing it writes is a result:
 * **Data**: :func:`write_standins` writes CIFAR-10/100 (python pickles), SVHN (``.mat``) and
   Imagenette (the ``imagenette2-320/{train,val}/<wnid>/*.JPEG`` tree) in their real on-disk
   formats into a temporary root (``PPML_DATA``), so they load through
-  :func:`ppml.data.load_dataset` and torchvision's own readers. A ``.ppml-rehearsal`` marker
-  in that root is the only thing that lets :mod:`ppml.data` skip torchvision's md5 checks.
+  :func:`ppml.datasets.load_dataset` and torchvision's own readers. A ``.ppml-rehearsal`` marker
+  in that root is the only thing that lets :mod:`ppml.datasets` skip torchvision's md5 checks.
 * **Weights**: randomly initialised ones where pretrained ones are needed, placed where the
   loaders look, in the temporary root only: ``$TORCH_HOME/hub/checkpoints`` (AlexNet/VGG16
   trunks, the FID Inception) and ``$HF_HOME/hub`` (timm's ViT-B/16 ImageNet-21k weights).
@@ -32,7 +32,7 @@ One training also runs data-parallel under ``torchrun --nproc_per_node 2`` (gloo
 
 >>> import tempfile
 >>> root = write_standins(tempfile.mkdtemp(), datasets=["cifar10"], weights=False)
->>> from ppml.data import load_dataset
+>>> from ppml.datasets import load_dataset
 >>> d = load_dataset("cifar10", "train", root=root); tuple(d.images.shape), d.num_classes
 ((200, 3, 32, 32), 10)
 """
@@ -432,7 +432,8 @@ def ddp_main(out: str | None = None) -> int:
     import torch.distributed as dist
     import yaml
 
-    from ppml import data as D
+    from ppml import datasets as D
+    from ppml.papers.block_scramble_augmentation import block_scramble_pipelines
     from ppml.models import create_model
     from ppml.train import fit
 
@@ -440,8 +441,8 @@ def ddp_main(out: str | None = None) -> int:
     p = yaml.safe_load((Path(__file__).resolve().parents[1] / "notebooks" / "params" / "paper.yaml").read_text())
     p = p["02_block_scramble_augmentation"]
     train = D.load_dataset(p["dataset"], "train")
-    pipe = D.block_scramble_pipelines("per_image", num_images=len(train), num_keys=p["num_keys"],
-                                      block_size=p["block_size"], augment=True, key_seed=0)
+    pipe = block_scramble_pipelines("per_image", num_images=len(train), num_keys=p["num_keys"],
+                                    block_size=p["block_size"], augment=True, key_seed=0)
     net = create_model(p["model"], num_classes=train.num_classes, **p["model_kwargs"])
     ck = Path(out or tempfile.mkdtemp()) / "ddp_ck"
     res = fit(net, pipe.train_loader(train, p["batch_size"], seed=0), epochs=p["epochs"], optimizer=p["optimizer"],

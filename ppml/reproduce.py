@@ -96,10 +96,10 @@ def register_weights(name: str, available: Callable[[], bool], how_to_get: str) 
 def check_requirement(req: Requirement) -> tuple[bool, str]:
     """Return (present, how to get it) for one requirement."""
     if req.kind == "dataset":
-        from ppml import data
+        from ppml import datasets
 
         try:
-            return bool(data.dataset_available(req.name)), data.dataset_requirements(req.name)
+            return bool(datasets.dataset_available(req.name)), datasets.dataset_requirements(req.name)
         except ValueError as e:  # unknown data set name
             return False, str(e)
     entry = _WEIGHTS.get(req.name)
@@ -113,12 +113,17 @@ def check_requirement(req: Requirement) -> tuple[bool, str]:
 
 
 def _load_weight_registrations() -> None:
-    """Import the modules that register weight files (they may not exist yet)."""
+    """Register the weight files the library's modules declare (``WEIGHTS`` tables; a module
+    whose optional dependencies are missing is skipped)."""
+    import importlib
+
     for mod in ("ppml.pretrained", "ppml.metrics"):
         try:
-            __import__(mod)
+            table = getattr(importlib.import_module(mod), "WEIGHTS", {})
         except ImportError:
-            pass
+            continue
+        for name, (available, how) in table.items():
+            _WEIGHTS.setdefault(name, (available, how))
 
 
 # --------------------------------------------------------------------------- notebooks and parameters

@@ -5,7 +5,7 @@ The sample is 500 training and 100 test images per class (5,000 + 1,000), drawn 
 replacement with a fixed seed from the official Fashion-MNIST train and test splits
 (Xiao, Rasul & Vollgraf 2017; MIT licence, copyright 2017 Zalando SE). Images stay as
 they are in the IDX files (28×28 uint8 grey); padding to 32×32 and replication to three
-channels happen at load time in :func:`ppml.data.load_dataset`.
+channels happen at load time in :func:`ppml.datasets.load_dataset`.
 
 Usage::
 
@@ -22,7 +22,7 @@ known sha256 digests before sampling.
 The output is deterministic: same indices, same arrays, and a zip written with fixed
 timestamps and member order, so with the same zlib the file is byte-identical. The script
 prints the file's sha256 and the sha256 of the array contents (independent of zlib); both
-are recorded in ``ppml/data.py`` (``SMOKE_SHA256``, ``SMOKE_CONTENT_SHA256``) and
+are recorded in ``ppml/datasets.py`` (``SMOKE_SHA256``, ``SMOKE_CONTENT_SHA256``) and
 ``data/README.md``.
 """
 
@@ -39,10 +39,10 @@ from pathlib import Path
 import numpy as np
 
 # The checksums of the official IDX files, the npz member order and the content hash are
-# defined once, in ppml.data (which loads what this script writes; `make install` first).
-from ppml.data import FASHION_MNIST_IDX_SHA256 as IDX_SHA256
-from ppml.data import SMOKE_ARRAYS as ARRAY_ORDER
-from ppml.data import content_sha256
+# defined once, in ppml.datasets (which loads what this script writes; `make install` first).
+from ppml.datasets import FASHION_MNIST_IDX_SHA256 as IDX_SHA256
+from ppml.datasets import SMOKE_ARRAYS as ARRAY_ORDER
+from ppml.datasets import content_sha256
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_SOURCE = Path("/usr/share/datasets/fashion-mnist")

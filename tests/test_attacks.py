@@ -9,7 +9,7 @@ import torch
 from ppml.attacks.fr import _Assign, _values, candidate_table, fold, fr_attack
 from ppml.attacks.gan import BlockFrontEnd, SIAGANDiscriminator, SIAGANGenerator, gan_attack, polarity, to_input
 from ppml.ciphers import cipher_for
-from ppml.data import photo_crops
+from ppml.datasets import photo_crops
 from ppml.keys import EtCKey, ELEKey, LEKey, PEKey
 from ppml.metrics import ssim
 

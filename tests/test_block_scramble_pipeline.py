@@ -1,5 +1,6 @@
 """Paper 02 (Chuman & Kiya): block scrambling with per-image keys, augmentation before
-encryption, test keys K_T and the server's flip test-time augmentation (ppml.data)."""
+encryption, test keys K_T and the server's flip test-time augmentation
+(ppml.papers.block_scramble_augmentation, ppml.transforms)."""
 
 from __future__ import annotations
 
@@ -11,13 +12,14 @@ import torch
 from torch import nn
 
 from ppml.ciphers import BlockScramble
-from ppml.data import (GRIDMASK_32, Compose, EncryptBatch, FreshBlockScramble, GridMask, IndexedBatchLoader,
-                       PerImageBlockScramble, RandomCrop, RandomHorizontalFlip, block_scramble_keys,
-                       block_scramble_pipelines, hflip, identity, mirror_block_perm, scramble_blocks,
-                       unscramble_blocks)
 from ppml.keys import BlockScrambleKey
+from ppml.papers.block_scramble_augmentation import (GRIDMASK_32, FreshBlockScramble, IndexedBatchLoader,
+                                                     PerImageBlockScramble, block_scramble_keys,
+                                                     block_scramble_pipelines, mirror_block_perm, scramble_blocks,
+                                                     unscramble_blocks)
 from ppml.loader import BatchLoader
 from ppml.train import evaluate
+from ppml.transforms import Compose, EncryptBatch, GridMask, RandomCrop, RandomHorizontalFlip, hflip, identity
 
 
 def gen(seed: int = 0) -> torch.Generator:

@@ -9,7 +9,7 @@ import torch
 
 from ppml.ciphers import cipher_for
 from ppml.compression import CODECS, LOSSLESS, encode, encoded_size, encoded_sizes, roundtrip
-from ppml.data import photo_crops
+from ppml.datasets import photo_crops
 from ppml.keys import EtCKey, PEKey
 
 

@@ -1,5 +1,5 @@
-"""Tests of ppml.data: data sets, the embedded Fashion-MNIST sample, photo crops, batch
-augmentation (crop, flip, GridMask) and encryption in the pipeline."""
+"""Tests of ppml.datasets (data sets, the embedded Fashion-MNIST sample, photo crops) and
+ppml.transforms (batch augmentation: crop, flip, GridMask; encryption in the pipeline)."""
 
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ import pytest
 import torch
 from torch import nn
 
-import ppml.data as data
-from ppml.data import (DATASETS, PHOTO_SOURCES, SMOKE_CONTENT_SHA256, SMOKE_PATH, SMOKE_SHA256, Compose,
-                       DatasetCorrupt, DatasetNotAvailable, EncryptBatch, GridMask, ImageData, RandomCrop,
-                       RandomHorizontalFlip, ToFloat, dataset_available, dataset_requirements, load_dataset,
-                       photo_crops)
+import ppml.datasets as data
+from ppml.datasets import (DATASETS, PHOTO_SOURCES, SMOKE_CONTENT_SHA256, SMOKE_PATH, SMOKE_SHA256, DatasetCorrupt,
+                           DatasetNotAvailable, ImageData, dataset_available, dataset_requirements, load_dataset,
+                           photo_crops)
+from ppml.transforms import Compose, EncryptBatch, GridMask, RandomCrop, RandomHorizontalFlip, ToFloat
 
 REPO = Path(__file__).resolve().parent.parent
 DEBIAN = Path("/usr/share/datasets/fashion-mnist")
@@ -384,6 +384,52 @@ def test_same_augmentation_on_cpu_and_cuda_with_a_cpu_generator():
     x = torch.randint(0, 256, (32, 3, 32, 32), dtype=torch.uint8, generator=gen(0))
     t = Compose([RandomCrop(32, padding=4), RandomHorizontalFlip(), GridMask(8, 17, rotate=360, prob=0.8)])
     assert torch.equal(t(x, gen(3)), t(x.cuda(), gen(3)).cpu())
+
+
+# ------------------------------------------------------------------ parameters drawn apart, replay
+def test_transforms_draw_parameters_apart_and_replay_them():
+    from ppml.transforms import crop, flip_where, gridmask_keep, mask
+
+    x = torch.randint(0, 256, (12, 3, 32, 32), generator=gen(0), dtype=torch.uint8)
+    other = torch.randint(0, 256, (12, 3, 32, 32), generator=gen(1), dtype=torch.uint8)
+    for t in (RandomCrop(32, padding=4, fill=9), RandomHorizontalFlip(), GridMask(8, 17, rotate=360, prob=0.8),
+              EncryptBatch(block_scramble_keys_for_test())):
+        y = t(x, gen(5))
+        # forward == make_params then apply, drawing the same numbers from the generator
+        g = gen(5)
+        p = t.make_params(x, g)
+        assert torch.equal(t.apply(x, p), y)
+        assert torch.equal(torch.rand(3, generator=g), torch.rand(3, generator=_after(t, x, 5)))
+        # replay: the stored parameters transform another batch exactly as a fresh draw would
+        assert torch.equal(t.apply(other, t.last_params), t(other, gen(5)))
+    # the modules are thin: their output is the kernel of the drawn parameters
+    c = RandomCrop((28, 30), padding=2)
+    y = c(x, gen(2))
+    assert torch.equal(y, crop(x, c.last_params["top"], c.last_params["left"], (28, 30), padding=2))
+    f = RandomHorizontalFlip(p=0.5)
+    y = f(x, gen(3))
+    assert torch.equal(f.inverse(y), x) and torch.equal(y, flip_where(x, f.last_params["flip"]))
+    assert 0 < int(f.last_params["flip"].sum()) < 12
+    gm = GridMask(8, 17, ratio=0.5, rotate=30, prob=1.0)
+    y = gm(x, gen(4))
+    q = gm.last_params
+    keep = gridmask_keep(32, 32, q["d"], q["st_h"], q["st_w"], q["angle"], ratio=0.5)
+    assert torch.equal(y, mask(x, keep))
+    with pytest.raises(ValueError, match="no matching previous call"):
+        RandomHorizontalFlip().inverse(x)
+
+
+def block_scramble_keys_for_test():
+    from ppml.keys import BlockScrambleKey
+
+    return [BlockScrambleKey.generate(image_size=32, block_size=8, seed=s) for s in range(3)]
+
+
+def _after(t, x, seed):
+    """A generator advanced by one call of ``t`` on ``x``."""
+    g = gen(seed)
+    t(x, g)
+    return g
 
 
 # --------------------------------------------------------------------------- EncryptBatch

@@ -7,7 +7,7 @@ import torch
 
 from ppml.attacks import itn_attack
 from ppml.attacks.itn import inverse_network_loss
-from ppml.data import photo_crops
+from ppml.datasets import photo_crops
 
 
 def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -8,8 +8,9 @@ import torch
 
 from ppml.attacks import jigsaw as J
 from ppml.ciphers import EtC, BlockScramble
-from ppml.data import photo_crops, scramble_blocks
+from ppml.datasets import photo_crops
 from ppml.keys import BlockScrambleKey, EtCKey
+from ppml.papers.block_scramble_augmentation import scramble_blocks
 
 
 def photos(n, size, seed):  # two small sample photos: quick to load
@@ -183,7 +184,9 @@ def test_sweep_and_augmentation_study_records():
     assert res.record["EtC-B8-32px"]["direct"] == 1.0 and res.record["EtC-B8-32px"]["pieces"] == 16
     assert "colour" not in res.record["BlockScramble-B8-32px"]
     assert len(J.jigsaw_sweep(xs, blocks=(8,), max_pieces=8).record) == 0
-    aug = J.augmentation_study(xs[32], 8, seed=0)
+    from ppml.papers.block_scramble_augmentation import augmentation_study
+
+    aug = augmentation_study(xs[32], 8, seed=0)
     assert set(aug.record) == {"no_augmentation", "augmentation", "crop", "flip", "gridmask"}
     assert aug.record["no_augmentation"]["direct"] == 1.0
     assert aug.record["flip"]["direct"] == 1.0     # a flip before scrambling hides nothing

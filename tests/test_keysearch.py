@@ -73,7 +73,7 @@ def test_search_repeats_are_independent(images):
 
 
 def test_lpips_default_and_bound_equal_plain_lpips():
-    from ppml.data import photo_crops
+    from ppml.datasets import photo_crops
     from ppml.metrics import lpips
 
     x = photo_crops(6, 32, seed=2)

@@ -9,7 +9,7 @@ import torch
 from ppml.attacks import le_statistics_attack, le_stats_curve
 from ppml.attacks.le_stats import _channel_order, _Geometry, _objective, _swap_gains, le_nibbles
 from ppml.ciphers import cipher_for
-from ppml.data import PHOTO_SOURCES, load_dataset, photo_crops
+from ppml.datasets import PHOTO_SOURCES, load_dataset, photo_crops
 from ppml.keys import ELEKey, LEKey, PEKey
 from ppml.metrics import ssim
 

@@ -11,7 +11,7 @@ import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from ppml import metrics
-from ppml.data import photo_crops
+from ppml.datasets import photo_crops
 
 
 @pytest.fixture(scope="module")

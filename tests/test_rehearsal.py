@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from ppml import data as D
+from ppml import datasets as D
 from ppml import rehearsal as R
 from ppml.train import fit, rehearsal_caps
 

@@ -54,7 +54,7 @@ def test_resume_with_another_key_is_refused(tmp_path):
 
 def test_resume_with_a_cipher_module_of_another_key_is_refused(tmp_path):
     from ppml.ciphers import cipher_for
-    from ppml.data import EncryptBatch
+    from ppml.transforms import EncryptBatch
     from ppml.keys import BlockScrambleKey
 
     def enc(seed):

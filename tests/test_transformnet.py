@@ -228,7 +228,7 @@ def test_h_init_is_copied_not_shared():
 
 
 def test_identity_init_learns_to_copy():
-    from ppml.data import photo_crops
+    from ppml.datasets import photo_crops
     from ppml.papers.transformation_network import identity_init
 
     x = photo_crops(64, size=8, seed=0)
@@ -240,8 +240,7 @@ def test_identity_init_learns_to_copy():
 
 
 def test_train_val_split():
-    from ppml.data import ImageData
-    from ppml.data import train_val_split
+    from ppml.datasets import ImageData, train_val_split
 
     d = ImageData(torch.arange(20, dtype=torch.uint8).view(20, 1, 1, 1).expand(20, 3, 2, 2).contiguous(),
                   [i % 2 for i in range(20)], ["a", "b"], name="toy", description="toy")

@@ -821,7 +821,7 @@ def challenge_scores(challenge: Challenge, result: CarliniResult) -> dict:
 
 
 #: Default data of :func:`attack_report`: private photos labelled by their source photograph,
-#: public photos of other scenes (ppml.data.PHOTO_SOURCES).
+#: public photos of other scenes (ppml.datasets.PHOTO_SOURCES).
 PRIVATE_SOURCES = ("astronaut", "chelsea", "coffee", "rocket")
 PUBLIC_SOURCES = ("china", "flower", "stereo_motorcycle")
 
@@ -830,7 +830,7 @@ def labelled_photo_crops(n: int, size: int = 32, seed: int = 0, *,
                          sources: tuple[str, ...] = PRIVATE_SOURCES) -> tuple[torch.Tensor, torch.Tensor]:
     """``n`` real photo crops labelled by their source photograph (``n // len(sources)`` or
     one more per source), uint8 ``(n, 3, size, size)`` and labels ``(n,)``."""
-    from ppml.data import photo_crops
+    from ppml.datasets import photo_crops
 
     per = [n // len(sources) + (i < n % len(sources)) for i in range(len(sources))]
     x = torch.cat([photo_crops(m, size, seed=int(seed) * 1000 + 10 + i, sources=[s])
@@ -925,7 +925,7 @@ def attack_report(scramblemix: nn.Module | None = None, *, n_private: int = 32, 
     elif labels is None:
         raise ValueError("attack_report: private= needs labels= (the attack reads weights off mixed labels)")
     if public is None:
-        from ppml.data import photo_crops
+        from ppml.datasets import photo_crops
         public = photo_crops(int(n_public), int(size), seed=int(seed) * 1000 + 1, sources=list(PUBLIC_SOURCES))
     if primary not in modes:
         raise ValueError(f"primary={primary!r} must be one of modes={modes}")

@@ -81,7 +81,7 @@ import torch
 
 __all__ = ["Arrangement", "SCHEMES", "to_pieces", "assemble", "true_arrangement", "mgc_dissimilarity",
            "solve", "score", "direct_comparison", "neighbour_comparison", "largest_component",
-           "aligned_reconstruction", "jigsaw_attack", "JigsawResults", "jigsaw_sweep", "augmentation_study",
+           "aligned_reconstruction", "jigsaw_attack", "JigsawResults", "jigsaw_sweep",
            "smooth_test_image"]
 
 #: scheme names accepted by :func:`solve` (case-insensitive; "block" and "block_scramble" alias BlockScramble)
@@ -281,7 +281,7 @@ def assemble(y: torch.Tensor, arrangement: Arrangement, block_size: int) -> torc
 def true_arrangement(key: Any, grid: tuple[int, int] | None = None) -> Arrangement:
     """The arrangement that decrypts: from an :class:`~ppml.keys.EtCKey`, a
     :class:`~ppml.keys.BlockScrambleKey`, or block permutations ``perms`` ``(n_blocks,)`` or
-    ``(N, n_blocks)`` as :func:`ppml.data.scramble_blocks` takes them (then ``grid`` is needed).
+    ``(N, n_blocks)`` (one permutation per image, ``out[i] = in[perm[i]]``) (then ``grid`` is needed).
 
     Cipher piece i holds original block ``block_perm[i]`` transformed by ``rot_flip[i]``,
     ``negpos[i]`` and ``channel_perm[i]``; so the truth puts it at cell ``block_perm[i]``
@@ -800,10 +800,12 @@ def solve(y: torch.Tensor, block_size: int, *, scheme: str = "EtC", features: st
     piece edge; ``colour=False`` skips the channel-order stage. With ``return_stats``, also how
     many groups the merge left and how many pieces the final greedy fill placed, per image.
 
-    >>> from ppml.data import scramble_blocks
+    >>> from ppml.ciphers import BlockScramble
+    >>> from ppml.keys import BlockScrambleKey
     >>> x = smooth_test_image(32, seed=2)[None]
     >>> perm = torch.randperm(16, generator=torch.Generator().manual_seed(0))
-    >>> sol = solve(scramble_blocks(x, perm, 8), 8, scheme="BlockScramble")
+    >>> y = BlockScramble(key=BlockScrambleKey(perm.numpy(), image_size=32, block_size=8))(x)
+    >>> sol = solve(y, 8, scheme="BlockScramble")
     >>> bool((sol.piece[0].reshape(-1) == torch.argsort(perm).numpy()).all())
     True
     """
@@ -1065,10 +1067,12 @@ def jigsaw_attack(encrypted: torch.Tensor, block_size: int, *, scheme: str = "Et
     ``reconstruction`` (aligned to the truth when it is given), ``cpu_s`` and, with the truth,
     the mean scores of :func:`score`.
 
-    >>> from ppml.data import scramble_blocks
+    >>> from ppml.ciphers import BlockScramble
+    >>> from ppml.keys import BlockScrambleKey
     >>> x = smooth_test_image(32, seed=2)[None]
     >>> p = torch.randperm(16, generator=torch.Generator().manual_seed(0))
-    >>> r = jigsaw_attack(scramble_blocks(x, p, 8), 8, scheme="BlockScramble",
+    >>> y = BlockScramble(key=BlockScrambleKey(p.numpy(), image_size=32, block_size=8))(x)
+    >>> r = jigsaw_attack(y, 8, scheme="BlockScramble",
     ...                   truth=true_arrangement(p, grid=(4, 4)), original=x)
     >>> r["direct"], r["ssim"]
     (1.0, 1.0)
@@ -1114,7 +1118,7 @@ def jigsaw_sweep(images_by_size: Mapping[int, torch.Tensor], schemes: Sequence[s
     """The solver against every scheme × block size × image size (Chuman, Kurihara & Kiya's
     experiment): every image is encrypted under its own key (derived from ``seed``), solved
     from its ciphertext alone and scored against the truth. ``images_by_size``: size → uint8
-    images ``(N, 3, size, size)`` (e.g. :func:`ppml.data.photo_crops`); configurations whose
+    images ``(N, 3, size, size)`` (e.g. :func:`ppml.datasets.photo_crops`); configurations whose
     size is not a multiple of the block, or with more than ``max_pieces`` pieces, are skipped.
     Record keys are ``f"{scheme}-B{block}-{size}px"``.
 
@@ -1156,54 +1160,4 @@ def jigsaw_sweep(images_by_size: Mapping[int, torch.Tensor], schemes: Sequence[s
                 record[name] = _summ(res, (size // b) ** 2, x.shape[0], cpu, scheme)
                 examples[name] = {"original": x[0], "encrypted": enc[0],
                                   "reconstruction": aligned_reconstruction(enc[:1], sol[0], tru[0], int(b))[0]}
-    return JigsawResults(record, examples)
-
-
-def augmentation_study(images: torch.Tensor, block_size: int = 8, *, num_keys: int = 4, crop_padding: int = 4,
-                       gridmask: Mapping[str, Any] | None = None, seed: int = 0, separate: bool = True,
-                       **solve_kwargs: Any) -> JigsawResults:
-    """The solver on paper 02's block scrambling (per-image keys K_{j,s},
-    :class:`ppml.data.PerImageBlockScramble`) of ``images`` as they are (``"no_augmentation"``)
-    and after the paper's training augmentation — random crop with padding, horizontal flip,
-    GridMask (:data:`ppml.data.GRIDMASK_32`) — applied before encryption (``"augmentation"``);
-    with ``separate``, each augmentation alone too (``"crop"``, ``"flip"``, ``"gridmask"``).
-
-    The target is the image that was encrypted (the augmented one): what a ciphertext-only
-    attacker can hope to recover. Scores as :func:`score` (no ``colour``: scrambling keeps it).
-
-    >>> x = torch.stack([smooth_test_image(32, seed=s) for s in range(2)])
-    >>> r = augmentation_study(x, 8, separate=False)
-    >>> sorted(r.record), r.record["no_augmentation"]["direct"]
-    (['augmentation', 'no_augmentation'], 1.0)
-    """
-    from ppml.data import GRIDMASK_32, GridMask, PerImageBlockScramble, RandomCrop, RandomHorizontalFlip
-
-    _check_images(images, block_size, "augmentation_study")
-    if images.dtype != torch.uint8:
-        raise ValueError("augmentation_study expects uint8 images")
-    n, _, h, w = images.shape
-    gm = GridMask(**dict(GRIDMASK_32 if gridmask is None else gridmask))
-    crop = RandomCrop((h, w), padding=crop_padding)
-    flip = RandomHorizontalFlip()
-    settings = {"no_augmentation": [], "augmentation": [crop, flip, gm]}
-    if separate:
-        settings.update(crop=[crop], flip=[flip], gridmask=[gm])
-    enc = PerImageBlockScramble(n, num_keys, image_size=(h, w), block_size=block_size, seed=seed)
-    grid = (h // block_size, w // block_size)
-    record: dict[str, dict[str, float]] = {}
-    examples: dict[str, dict[str, torch.Tensor]] = {}
-    for name, augs in settings.items():
-        g = torch.Generator().manual_seed(int(seed))
-        x = images
-        for t in augs:
-            x = t(x, g)
-        idx = torch.arange(n)
-        y = enc(x, g, index=idx)
-        truth = true_arrangement(enc.key_perms(idx, enc.last_keys).numpy(), grid=grid)
-        t0 = time.process_time()
-        sol = solve(y, block_size, scheme="BlockScramble", **solve_kwargs)
-        res = score(sol, truth, original=x, encrypted=y, block_size=block_size)
-        record[name] = _summ(res, grid[0] * grid[1], n, time.process_time() - t0, "BlockScramble")
-        examples[name] = {"original": x[0], "encrypted": y[0],
-                          "reconstruction": aligned_reconstruction(y[:1], sol[0], truth[0], block_size)[0]}
     return JigsawResults(record, examples)

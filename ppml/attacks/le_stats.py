@@ -57,7 +57,7 @@ like any other attack (:func:`le_stats_curve` gives SSIM against the number of v
 
 >>> import torch
 >>> from ppml.ciphers import cipher_for
->>> from ppml.data import photo_crops
+>>> from ppml.datasets import photo_crops
 >>> from ppml.keys import LEKey
 >>> victims, attacker = photo_crops(60, seed=1), photo_crops(150, seed=2)
 >>> le = cipher_for(LEKey.generate(image_size=32, block_size=4, seed=3))

@@ -47,7 +47,7 @@ import numpy as np
 import torch
 
 from ppml.ciphers import cipher_for
-from ppml.data import EncryptBatch
+from ppml.transforms import EncryptBatch
 from ppml.keys import Key
 from ppml.metrics import ssim
 

@@ -193,7 +193,7 @@ def brisque(x: torch.Tensor, *, value_range: Sequence[float] = (0.0, 1.0)) -> to
     ``scipy.optimize.root`` from 0.2). Small images work (32×32 gives a 16×16 second scale)
     but their statistics are noisier than the model's training images. float64, batched.
 
-    >>> from ppml.data import photo_crops
+    >>> from ppml.datasets import photo_crops
     >>> brisque(photo_crops(3, 32, seed=0)).shape
     torch.Size([3])
     """
@@ -272,7 +272,7 @@ def niqe(x: torch.Tensor, *, value_range: Sequence[float] = (0.0, 1.0), upsample
     comparable with each other, not with published NIQE values of full-size photographs.
     Batched (float64; scikit-video's MSCN runs in float32, so scores differ in the 4th digit).
 
-    >>> from ppml.data import photo_crops
+    >>> from ppml.datasets import photo_crops
     >>> niqe(photo_crops(2, 32, seed=0)).shape
     torch.Size([2])
     """
@@ -314,7 +314,7 @@ def piqe(x: torch.Tensor, *, value_range: Sequence[float] = (0.0, 1.0)) -> torch
     score = (Σ_active [artifact·(1 − var) + noise·var] + 1) / (N_active + 1) · 100. Works
     from 16×16 up; a 32×32 image has four blocks.
 
-    >>> from ppml.data import photo_crops
+    >>> from ppml.datasets import photo_crops
     >>> s = piqe(photo_crops(3, 32, seed=0)); s.shape, bool(((s >= 0) & (s <= 100)).all())
     (torch.Size([3]), True)
     """

@@ -128,7 +128,7 @@ def lpips(x: torch.Tensor, y: torch.Tensor, net: str = "alex", *, value_range: S
     (:class:`~ppml.pretrained.WeightsNotAvailable` if it cannot be found). Images must be at
     least 31×31 for AlexNet and 16×16 for VGG; works in chunks of ``batch_size`` pairs.
 
-    >>> from ppml.data import photo_crops
+    >>> from ppml.datasets import photo_crops
     >>> x = photo_crops(2, 32, seed=0)
     >>> d = lpips(x, x.flip(0)); d.shape, bool(d[0] == d[1]), float(lpips(x, x).max())
     (torch.Size([2]), True, 0.0)

@@ -254,7 +254,7 @@ def train_transformnet(train_data: Any, *, alpha: float, regime: str = "joint", 
     × 0.2 at epochs 60/120/160, batch 128; ``select_best="auto"`` keeps the epoch with the
     lowest validation L_trans when ``val_data`` is given ("we selected the network that
     provided the lowest loss value under the use of the validation set"). ``train_data`` and
-    ``val_data`` are anything :func:`ppml.train.fit` takes (e.g. :class:`ppml.data.ImageData`);
+    ``val_data`` are anything :func:`ppml.train.fit` takes (e.g. :class:`ppml.datasets.ImageData`);
     ``transforms`` are the training augmentations (the paper: random crop and flip).
     ``regime="frozen"`` needs ``psi`` (trained on plain images); only h_θ is trained then.
     ``num_classes`` defaults to ``train_data.num_classes``. ``h_init`` starts h_θ from a copy

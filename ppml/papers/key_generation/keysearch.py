@@ -70,7 +70,7 @@ class LPIPSScore:
     ``N`` keys costs ``N + 1`` trunk passes over the image set instead of ``2N``. The paper uses
     LPIPS with AlexNet (the default).
 
-    >>> from ppml.data import photo_crops
+    >>> from ppml.datasets import photo_crops
     >>> x, y = photo_crops(3, 32, seed=0), photo_crops(3, 32, seed=1)
     >>> score = LPIPSScore()
     >>> bool(torch.allclose(score.bind(x)(y), score(x, y), atol=1e-6))
