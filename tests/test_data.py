@@ -16,7 +16,7 @@ from torch import nn
 import ppml.datasets as data
 from ppml.datasets import (DATASETS, PHOTO_SOURCES, SMOKE_CONTENT_SHA256, SMOKE_PATH, SMOKE_SHA256, DatasetCorrupt,
                            DatasetNotAvailable, ImageData, dataset_available, dataset_requirements, load_dataset,
-                           photo_crops)
+                           photo_crops, train_val_split)
 from ppml.transforms import Compose, EncryptBatch, GridMask, RandomCrop, RandomHorizontalFlip, ToFloat
 
 REPO = Path(__file__).resolve().parent.parent
@@ -384,6 +384,18 @@ def test_same_augmentation_on_cpu_and_cuda_with_a_cpu_generator():
     x = torch.randint(0, 256, (32, 3, 32, 32), dtype=torch.uint8, generator=gen(0))
     t = Compose([RandomCrop(32, padding=4), RandomHorizontalFlip(), GridMask(8, 17, rotate=360, prob=0.8)])
     assert torch.equal(t(x, gen(3)), t(x.cuda(), gen(3)).cpu())
+
+
+def test_train_val_split():
+    d = ImageData(torch.arange(20, dtype=torch.uint8).view(20, 1, 1, 1).expand(20, 3, 2, 2).contiguous(),
+                  [i % 2 for i in range(20)], ["a", "b"], name="toy", description="toy")
+    tr, va = train_val_split(d, 5, seed=1)
+    ids = sorted(tr.images[:, 0, 0, 0].tolist() + va.images[:, 0, 0, 0].tolist())
+    assert len(va) == 5 and ids == list(range(20))
+    tr2, va2 = train_val_split(d, 5, seed=1)
+    assert torch.equal(va.images, va2.images)
+    with pytest.raises(ValueError, match="val_size must be an int in \\(0, 20\\)"):
+        train_val_split(d, 20)
 
 
 # ------------------------------------------------------------------ parameters drawn apart, replay

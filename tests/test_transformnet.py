@@ -237,17 +237,3 @@ def test_identity_init_learns_to_copy():
     fresh = float(((protect(create_model("transformation_network", width=8, depth=1), x).float() - x.float()) / 255
                    ).pow(2).mean())
     assert err < 0.02 and err < fresh / 5, (err, fresh)  # MSE on [0, 1]: ~19 dB PSNR or better
-
-
-def test_train_val_split():
-    from ppml.datasets import ImageData, train_val_split
-
-    d = ImageData(torch.arange(20, dtype=torch.uint8).view(20, 1, 1, 1).expand(20, 3, 2, 2).contiguous(),
-                  [i % 2 for i in range(20)], ["a", "b"], name="toy", description="toy")
-    tr, va = train_val_split(d, 5, seed=1)
-    ids = sorted(tr.images[:, 0, 0, 0].tolist() + va.images[:, 0, 0, 0].tolist())
-    assert len(va) == 5 and ids == list(range(20))
-    tr2, va2 = train_val_split(d, 5, seed=1)
-    assert torch.equal(va.images, va2.images)
-    with pytest.raises(ValueError, match="val_size must be an int in \\(0, 20\\)"):
-        train_val_split(d, 20)

@@ -46,7 +46,7 @@ import torch
 import torch.nn as nn
 
 from ppml.ciphers import BlockScramble, EtC
-from ppml.keys import BlockScrambleKey, EtCKey, channel_permutations
+from ppml.keys import BlockScrambleKey, EtCKey
 
 __all__ = [
     "patch_embedding", "patch_size_of", "has_position_embedding", "patch_permutation",
