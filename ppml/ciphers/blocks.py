@@ -616,7 +616,7 @@ class Cipher(nn.Module):
     cpu_chunk_bytes: ClassVar[int] = 1 << 62
     #: With a key per image the rows of the tables are picked per image: on CPU chunks of
     #: about this many bytes (~85 CIFAR images) keep the picked rows in cache (measured: 64
-    #: rows ~1.0x the single-key time, 1,024 rows ~1.2x, the whole batch ~3.8x).
+    #: rows ~1.0x the single-key gather, 1,024 rows ~1.2x, the whole batch ~3.8x; one thread).
     keyset_cpu_chunk_bytes: ClassVar[int] = 1 << 18
     #: ... and on other devices chunks of this many bytes bound the (rows, C·H·W) int64
     #: index picked per chunk (8 bytes per image byte).
