@@ -654,3 +654,21 @@ def test_block_grid_errors():
         grid.permute_blocks(x, torch.tensor([0, 1, 2, 4]))
     with pytest.raises(ValueError, match="perms must be an integer tensor"):
         grid.permute_blocks(x, torch.zeros(4))
+
+
+@pytest.mark.parametrize("block", [2, 4, 8, 16])
+def test_block_scramble_word_gather_handles_unaligned_input(block):
+    # block scrambling moves whole aligned runs of bytes, so it gathers 2/4/8-byte words; an
+    # input whose rows are not word-aligned must take the byte path and give the same bytes
+    keys = BlockScrambleKey.generate_many(3, image_size=16, block_size=block, seed=block)
+    single, key_set = BlockScramble(key=keys[0]), BlockScramble.from_keys(keys)
+    x = images(4, 3, 16, 16)
+    unaligned = torch.empty(1 + x.numel(), dtype=torch.uint8)[1:].view(x.shape)
+    unaligned.copy_(x)
+    assert unaligned.storage_offset() == 1
+    ids = torch.tensor([2, 0, 1, 2])
+    expected = np.concatenate([block_scramble_reference(x[j:j + 1].numpy(), keys[k]) for j, k in enumerate(ids)])
+    assert np.array_equal(key_set(unaligned, key_ids=ids).numpy(), expected)
+    assert np.array_equal(key_set(x, key_ids=ids).numpy(), expected)
+    assert np.array_equal(single(unaligned).numpy(), block_scramble_reference(x.numpy(), keys[0]))
+    assert torch.equal(key_set.inverse(torch.from_numpy(expected), key_ids=ids), x)

@@ -13,6 +13,11 @@ contains the key's tables — treat it as a secret) that move with ``.to(device)
 * :class:`LE` (:class:`~ppml.keys.LEKey`): one nibble permutation + inversion for every block;
 * :class:`ELE` (:class:`~ppml.keys.ELEKey`): per-block LE keys, then a block shuffle.
 
+A key *set* — ``EtC.from_keys(keys)`` or ``cipher_for(keys)`` — stacks K keys' tables once;
+``cipher(x, key_ids)`` / ``cipher.inverse(y, key_ids)`` then use key ``key_ids[n]`` for image
+``n`` in the same single gather (see :mod:`ppml.ciphers.blocks`). :class:`BlockGrid` is the
+block geometry every block-based transform shares.
+
 >>> import torch
 >>> from ppml.keys import EtCKey
 >>> cipher = cipher_for(EtCKey.generate(image_size=32, block_size=8, seed=0))

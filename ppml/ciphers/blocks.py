@@ -440,6 +440,8 @@ class Cipher(nn.Module):
     """
 
     key_type: ClassVar[type[Key]] = Key
+    #: bytes per gathered element (see ByteCipher: aligned runs are gathered as words)
+    _word: int = 1
     #: whether the scheme has blocks (PE does not: its block size is always 1)
     has_blocks: ClassVar[bool] = True
 
@@ -615,7 +617,8 @@ class Cipher(nn.Module):
     #: Byte ciphers (one gather + one XOR) gain nothing from chunking, so it is off there.
     cpu_chunk_bytes: ClassVar[int] = 1 << 62
     #: With a key per image the rows of the tables are picked per image: on CPU chunks of
-    #: about this many bytes (~85 CIFAR images) keep the picked rows in cache (measured: 64
+    #: about this many gathered elements (bytes, or words for a word gather; ~85 CIFAR images
+    #: bytewise) keep the picked rows in cache (measured: 64
     #: rows ~1.0x the single-key gather, 1,024 rows ~1.2x, the whole batch ~3.8x; one thread).
     keyset_cpu_chunk_bytes: ClassVar[int] = 1 << 18
     #: ... and on other devices chunks of this many bytes bound the (rows, C·H·W) int64
@@ -633,7 +636,7 @@ class Cipher(nn.Module):
         else:
             budget = min(self.cpu_chunk_bytes, self.keyset_cpu_chunk_bytes) if x.device.type == "cpu" \
                 else self.keyset_chunk_bytes
-            rows = max(1, budget // d)
+            rows = max(1, budget // (d // self._word))  # the budget counts gathered elements
         rows = min(rows, max(n, 1))
         apply = self._chunk_fn(encrypt, rows, x.device, ids is not None)
 
@@ -737,36 +740,82 @@ class ByteCipher(Cipher):
         self._build_tables(tables, {"index": "index", "inverse_index": "index", "mask": np.uint8,
                                     "inverse_mask": np.uint8})
         self._masked = bool(self.mask.any())
+        self._register_word_tables()
 
     def _tables(self, arrays: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover
         """``(index, mask)``, each ``(K, C·H·W)``, from the keys' arrays stacked along axis 0."""
         raise NotImplementedError
 
+    #: word sizes tried, in bytes: a table that moves aligned runs of w bytes together (block
+    #: scrambling with B >= 8, or 4 for B = 4) runs as a gather of w-byte words: w times fewer
+    #: elements and index entries, the same bytes out
+    _WORDS: ClassVar[dict[int, torch.dtype]] = {8: torch.int64, 4: torch.int32, 2: torch.int16}
+
+    def _find_word_size(self) -> int:
+        """The largest w such that every key's table moves aligned w-byte words whole."""
+        d = self.grid.numel
+        idx = self.index.reshape(-1, d)
+        for w, _ in self._WORDS.items():
+            if d % w:
+                continue
+            runs = idx.reshape(idx.shape[0], d // w, w).long()
+            if bool((runs[..., 0] % w == 0).all()) and bool((runs == runs[..., :1] + torch.arange(w)).all()):
+                return w
+        return 1
+
+    def _register_word_tables(self) -> None:
+        self._word = self._find_word_size()
+        if self._word > 1:  # derived from the tables: not saved in state_dict, moved by .to()
+            for name in ("index", "inverse_index"):
+                t = getattr(self, name)
+                self.register_buffer(f"{name}_words", t[..., ::self._word] // self._word, persistent=False)
+
     def _chunk_fn(self, encrypt: bool, rows: int, device: torch.device, per_image: bool) -> Apply:
-        index, mask = (self.index, self.mask) if encrypt else (self.inverse_index, self.inverse_mask)
-        masked = self._masked
-        if not per_image:
-            def apply(x: torch.Tensor, out: torch.Tensor, ids: None) -> None:
-                # gather with a broadcast (stride-0) index is several times faster than
-                # index_select or advanced indexing on CPU, and one fused kernel on CUDA.
-                torch.gather(x, 1, index.expand(x.shape[0], -1), out=out)
-                if masked:
-                    out.bitwise_xor_(mask)
-            return apply
+        p = "" if encrypt else "inverse_"
+        index, mask = getattr(self, p + "index"), getattr(self, p + "mask")
+        byte_apply = _gather_xor(index, mask, self._masked, rows, device, per_image)
+        w = self._word
+        if w == 1:
+            return byte_apply
+        dt = self._WORDS[w]
+        word_apply = _gather_xor(getattr(self, p + "index_words"), mask.view(dt), self._masked, rows, device,
+                                 per_image)
 
-        picked = torch.empty((rows, index.shape[-1]), dtype=index.dtype, device=device)
-        wide = torch.empty((rows, index.shape[-1]), dtype=torch.int64, device=device)
-        picked_mask = torch.empty((rows, index.shape[-1]), dtype=torch.uint8, device=device)
+        def apply(x: torch.Tensor, out: torch.Tensor, ids: torch.Tensor | None) -> None:
+            try:  # the same bytes, read as words (needs w-aligned rows; else the byte kernel)
+                xw, ow = x.view(dt), out.view(dt)
+            except RuntimeError:
+                return byte_apply(x, out, ids)
+            word_apply(xw, ow, ids)
 
-        def apply_rows(x: torch.Tensor, out: torch.Tensor, ids: torch.Tensor) -> None:
-            m = x.shape[0]
-            torch.index_select(index, 0, ids, out=picked[:m])  # each image's own table row
-            wide[:m].copy_(picked[:m])                         # gather wants int64 indices
-            torch.gather(x, 1, wide[:m], out=out)
+        return apply
+
+
+def _gather_xor(index: torch.Tensor, mask: torch.Tensor, masked: bool, rows: int, device: torch.device,
+                per_image: bool) -> Apply:
+    """``out = x[index] ^ mask`` on rows: one broadcast table, or each row's own (``ids``)."""
+    if not per_image:
+        def apply(x: torch.Tensor, out: torch.Tensor, ids: None) -> None:
+            # gather with a broadcast (stride-0) index is several times faster than
+            # index_select or advanced indexing on CPU, and one fused kernel on CUDA.
+            torch.gather(x, 1, index.expand(x.shape[0], -1), out=out)
             if masked:
-                out.bitwise_xor_(torch.index_select(mask, 0, ids, out=picked_mask[:m]))
+                out.bitwise_xor_(mask)
+        return apply
 
-        return apply_rows
+    picked = torch.empty((rows, index.shape[-1]), dtype=index.dtype, device=device)
+    wide = torch.empty((rows, index.shape[-1]), dtype=torch.int64, device=device)
+    picked_mask = torch.empty((rows, mask.shape[-1]), dtype=mask.dtype, device=device)
+
+    def apply_rows(x: torch.Tensor, out: torch.Tensor, ids: torch.Tensor) -> None:
+        m = x.shape[0]
+        torch.index_select(index, 0, ids, out=picked[:m])  # each image's own table row
+        wide[:m].copy_(picked[:m])                         # gather wants int64 indices
+        torch.gather(x, 1, wide[:m], out=out)
+        if masked:
+            out.bitwise_xor_(torch.index_select(mask, 0, ids, out=picked_mask[:m]))
+
+    return apply_rows
 
 
 class NibbleCipher(Cipher):
