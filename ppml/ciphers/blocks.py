@@ -16,8 +16,10 @@ with it. ``EtC(keys=[k0, …, k_{K-1}])`` — equivalently ``EtC.from_keys(keys)
 buffers (in the smallest integer dtype that holds an index, int16 for CIFAR), and
 ``forward(x, key_ids)`` / ``inverse(y, key_ids)`` encrypt image ``n`` with key
 ``key_ids[n]``: the gather runs over ``index[key_ids]`` (rows picked per image, the XOR
-masks likewise), in chunks of a few dozen images on CPU so the picked rows stay in cache —
-still no Python loop over keys or images. ``key_ids`` is an int64 tensor of shape ``(N,)``
+masks likewise), in chunks of tens to hundreds of images on CPU so the picked rows stay in
+cache — still no Python loop over keys or images. A byte table that moves aligned runs of
+2, 4 or 8 bytes whole (block scrambling) is gathered as words of that size, for one key or
+many (the same bytes out, several times faster). ``key_ids`` is an int64 tensor of shape ``(N,)``
 on the input's device with values in ``0..K-1``; a single-key cipher accepts it too (all
 zeros) and a K = 1 set *is* the single-key cipher (same tables, same kernel). Memory: a key
 set costs about ``6·C·H·W`` bytes per key for byte ciphers (18 KB for CIFAR) and
