@@ -14,6 +14,14 @@ the same bytes, measured in the same run. Two single-gather baselines are timed:
 
 For scale it also times two plain-numpy implementations written here in the authors'
 style (a loop over blocks vectorised over images for EtC; Tanaka's block-vectorised LE).
+
+Per-image keys (``--per-image``, on by default): every one of the N images gets its own
+BlockScramble key (and, in separate rows, its own EtC key). Timed on the same images:
+the single-key cipher, the key-set cipher ``cipher(x, key_ids)`` (one gather over the
+per-image table rows; issue target ≤ 2× the single-key time), and the per-key Python loop
+it replaces (``ppml.transforms.EncryptBatch`` over N single-key ciphers; for block scrambling also
+``ppml.papers.block_scramble_augmentation.scramble_blocks`` with an ``(N, n_blocks)`` permutation table). Key generation
+(``generate_many`` vs a loop of ``generate``) and table construction are timed apart.
 """
 
 from __future__ import annotations
@@ -104,6 +112,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
     ap.add_argument("--device", default="cpu", help="torch device (default cpu)")
     ap.add_argument("--no-numpy", action="store_true", help="skip the plain-numpy references")
+    ap.add_argument("--no-per-image", action="store_true", help="skip the per-image-key rows")
+    ap.add_argument("--old-loop-repeats", type=int, default=1,
+                    help="timed repeats of the slow per-key loop (default 1)")
     args = ap.parse_args(argv)
 
     if args.threads:
@@ -188,6 +199,77 @@ def main(argv: list[str] | None = None) -> None:
     print()
     print("cipher construction (index tables, once per key): " +
           ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in setup.items()))
+    if not args.no_per_image:
+        per_image_keys(x, args.repeats, args.old_loop_repeats, device)
+
+
+# ----------------------------------------------------------------------------- per-image keys
+def per_image_keys(x: torch.Tensor, repeats: int, old_repeats: int, device: torch.device) -> None:
+    """Rows for a key per image: single key vs key set vs the per-key loop, same images."""
+    from ppml.ciphers import BlockScramble, EtC
+    from ppml.transforms import EncryptBatch  # the paths being replaced
+    from ppml.papers.block_scramble_augmentation import block_scramble_keys, scramble_blocks
+
+    n = x.shape[0]
+    ids = torch.randperm(n, generator=torch.Generator().manual_seed(1)).to(device)  # image j: key ids[j]
+    print()
+    print(f"per-image keys: {n} images, {n} keys (each image its own key), 8x8 blocks, uint8, forward unless noted")
+    head = f"{'scheme':<16}{'path':<52}{'ms':>10}{'x single key':>14}"
+    print(head)
+    print("-" * len(head))
+    gen_rows = []
+    for name, cls, key_cls in (("BlockScramble", BlockScramble, BlockScrambleKey), ("EtC", EtC, EtCKey)):
+        t0 = time.perf_counter()
+        keys = key_cls.generate_many(n, image_size=32, block_size=8, seed=0)
+        t_many = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        m = min(n, 1000)  # the loop is timed on 1,000 keys and scaled: it is linear in the count
+        for i in range(m):
+            key_cls.generate(image_size=32, block_size=8, seed=i)
+        t_loop = (time.perf_counter() - t0) * n / m
+        t0 = time.perf_counter()
+        keyset = cls.from_keys(keys).to(device)
+        t_tables = time.perf_counter() - t0
+        gen_rows.append((name, t_many, t_loop, t_tables))
+        single = cls(key=keys[0]).to(device)
+
+        y = keyset(x, key_ids=ids)
+        if not torch.equal(keyset.inverse(y, key_ids=ids), x):
+            raise SystemExit(f"{name} key set: inverse(forward(x)) != x")
+        spot = ids[:64].tolist()  # spot-check against each image's own single-key cipher
+        if not all(torch.equal(y[j:j + 1], cls(key=keys[k]).to(device)(x[j:j + 1])) for j, k in enumerate(spot)):
+            raise SystemExit(f"{name} key set: differs from the single-key cipher of an image's key")
+        t_single, t_set, t_set_inv = paired_times(
+            [lambda: single(x), lambda: keyset(x, key_ids=ids), lambda: keyset.inverse(y, key_ids=ids)],
+            repeats, device)
+        rows = [("single key: cipher(x)", t_single),
+                ("key per image: cipher(x, key_ids)  [target <= 2x]", t_set),
+                ("key per image: cipher.inverse(y, key_ids)", t_set_inv)]
+        if name == "BlockScramble":
+            perms = torch.from_numpy(np.stack([k.block_perm for k in keys]))[ids.cpu()].to(device)
+            if not torch.equal(scramble_blocks(x, perms, 8), y):
+                raise SystemExit("scramble_blocks disagrees with the key set")
+            rows.append(("old: data.scramble_blocks(x, (N, nb) perms, 8)",
+                         best_time(lambda: scramble_blocks(x, perms, 8), repeats, device)))
+        t0 = time.perf_counter()
+        enc = EncryptBatch([cls(key=k) for k in keys]).to(device)  # N single-key ciphers
+        t_old_tables = time.perf_counter() - t0
+        if not torch.equal(enc(x, keys=ids), y):
+            raise SystemExit(f"{name}: EncryptBatch disagrees with the key set")
+        rows.append((f"old: EncryptBatch loop over {n} keys", best_time(lambda: enc(x, keys=ids), old_repeats, device)))
+        gen_rows[-1] += (t_old_tables,)
+        for path, t in rows:
+            print(f"{name:<16}{path:<52}{t * 1e3:>10.1f}{t / t_single:>14.2f}")
+        del enc
+    print()
+    print(f"key generation and tables for {n} keys (not part of the ratios):")
+    for name, t_many, t_loop, t_tables, t_old in gen_rows:
+        print(f"  {name:<14} generate_many {t_many * 1e3:8.1f} ms   loop of generate ~{t_loop * 1e3:8.1f} ms "
+              f"(x{t_loop / t_many:.0f})   key-set tables {t_tables * 1e3:8.1f} ms   "
+              f"{n} single-key ciphers {t_old * 1e3:8.1f} ms")
+    t0 = time.perf_counter()
+    block_scramble_keys(n, image_size=32, block_size=8, seed=0)
+    print(f"  (block_scramble_keys({n}), today's key-set helper: {(time.perf_counter() - t0) * 1e3:.1f} ms)")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ppml.ciphers import ELE, LE, PE, BlockScramble, Cipher, EtC, cipher_for
+from ppml.ciphers import ELE, LE, PE, BlockGrid, BlockScramble, Cipher, EtC, cipher_for
 from ppml.keys import BlockScrambleKey, ELEKey, EtCKey, LEKey, PEKey
 
 SETTINGS = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -448,3 +448,227 @@ def test_cpu_chunking_gives_the_same_result(scheme):
     assert torch.equal(chunked(x), y) and torch.equal(chunked.inverse(y), x)
     xf = x.double() / 255
     assert torch.equal(chunked(xf), whole(xf)) and torch.equal(chunked.inverse(chunked(xf)), xf)
+
+
+# ----------------------------------------------------------------------------- key sets (a key per image)
+def make_keys(scheme, image_size, block_size, channels, seeds):
+    cls = KEYS[scheme]
+    if cls is PEKey:
+        return [cls.generate(image_size=image_size, channels=channels, seed=s) for s in seeds]
+    return [cls.generate(image_size=image_size, block_size=block_size, channels=channels, seed=s) for s in seeds]
+
+
+def reference(scheme, x: np.ndarray, key) -> np.ndarray:
+    """The literal per-block reference of ``scheme`` (defined above) on a uint8 batch."""
+    if scheme == "le":
+        out = np.empty_like(x)
+        for img, res in zip(x, out):
+            for i, blk in enumerate(blocks_of(img, key.block_size)):
+                place(res, i, le_block_reference(blk, key.perm, key.invert), key.block_size)
+        return out
+    return {"etc": etc_reference, "block_scramble": block_scramble_reference, "pe": pe_reference,
+            "ele": ele_reference}[scheme](x, key)
+
+
+small_geometry = st.sampled_from([((8, 8), 4), ((8, 16), 4), ((16, 16), 8), ((4, 4), 2)])
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(scheme=st.sampled_from(sorted(KEYS)), geo=small_geometry, channels=st.sampled_from([1, 3]),
+       num_keys=st.integers(1, 4), n=st.integers(0, 6), seed=st.integers(0, 2**32 - 1), as_float=st.booleans())
+def test_key_set_encrypts_each_image_with_its_own_key(scheme, geo, channels, num_keys, n, seed, as_float):
+    (h, w), b = geo
+    keys = make_keys(scheme, (h, w), b, channels, [seed + i for i in range(num_keys)])
+    cipher = cipher_for(keys)
+    assert cipher.num_keys == num_keys and cipher.keys == tuple(keys)
+    x = images(n, channels, h, w, seed)
+    ids = torch.from_numpy(np.random.default_rng(seed).integers(0, num_keys, n))
+    # image j under key ids[j], by the literal reference, one image at a time
+    expected = torch.from_numpy(np.concatenate(
+        [reference(scheme, x[j:j + 1].numpy(), keys[int(k)]) for j, k in enumerate(ids)] or [x.numpy()[:0]]))
+    xin = x.double() / 255 if as_float else x
+    y = cipher(xin, key_ids=ids)
+    assert torch.equal(y, expected.double() / 255 if as_float else expected)
+    assert torch.equal(cipher.inverse(y, key_ids=ids), xin)
+    # ... and equals the single-key cipher of that key, image by image
+    for j, k in enumerate(ids.tolist()):
+        assert torch.equal(y[j:j + 1], cipher_for(keys[k])(xin[j:j + 1]))
+
+
+@pytest.mark.parametrize("scheme", sorted(KEYS))
+def test_key_set_inverse_with_other_ids_does_not_decrypt(scheme):
+    keys = make_keys(scheme, 16, 4, 3, [1, 2])
+    cipher = cipher_for(keys)
+    x = images(4, 3, 16, 16)
+    ids = torch.tensor([0, 1, 0, 1])
+    y = cipher(x, key_ids=ids)
+    wrong = cipher.inverse(y, key_ids=1 - ids)
+    assert all(not torch.equal(wrong[j], x[j]) for j in range(4))  # the ids matter, per image
+
+
+@pytest.mark.parametrize("scheme", sorted(KEYS))
+def test_one_key_set_is_the_single_key_cipher(scheme):
+    key = make_keys(scheme, 16, 4, 3, [7])[0]
+    single, as_set = cipher_for(key), type(cipher_for(key)).from_keys([key])
+    assert as_set.num_keys == 1 and as_set.key == key
+    sd_single, sd_set = single.state_dict(), as_set.state_dict()
+    assert sd_single.keys() == sd_set.keys()
+    assert all(torch.equal(sd_single[k], sd_set[k]) and sd_single[k].dtype == sd_set[k].dtype for k in sd_single)
+    x = images(5, 3, 16, 16)
+    y = single(x)
+    zeros = torch.zeros(5, dtype=torch.int64)
+    assert torch.equal(as_set(x), y) and torch.equal(single(x, key_ids=zeros), y)
+    assert torch.equal(as_set(x, key_ids=zeros), y) and torch.equal(as_set.inverse(y, key_ids=zeros), x)
+
+
+@pytest.mark.parametrize("scheme", ["etc", "le"])
+def test_key_set_cpu_chunking_gives_the_same_result(scheme):
+    keys = make_keys(scheme, 16, 4, 3, range(5))
+    whole, chunked = cipher_for(keys), cipher_for(keys)
+    whole.keyset_cpu_chunk_bytes = 1 << 40
+    chunked.keyset_cpu_chunk_bytes = 2 * 3 * 16 * 16  # two images per chunk; 7 images → 4 chunks
+    x = images(7, 3, 16, 16)
+    ids = torch.tensor([4, 0, 3, 3, 1, 2, 0])
+    y = whole(x, key_ids=ids)
+    assert torch.equal(chunked(x, key_ids=ids), y) and torch.equal(chunked.inverse(y, key_ids=ids), x)
+
+
+def test_key_set_tables_are_stacked_and_compact():
+    keys = EtCKey.generate_many(3, image_size=16, block_size=4, seed=0)
+    cipher = EtC.from_keys(keys)
+    assert cipher.index.shape == (3, 768) and cipher.index.dtype == torch.int16
+    assert cipher.mask.shape == (3, 768) and cipher.mask.dtype == torch.uint8
+    for k, key in enumerate(keys):  # row k is key k's single-key table
+        single = EtC(key=key)
+        assert torch.equal(cipher.index[k].long(), single.index)
+        assert torch.equal(cipher.inverse_mask[k], single.inverse_mask)
+    assert "num_keys=3" in repr(cipher) and "tensor" not in repr(cipher)
+    with pytest.raises(ValueError, match=r"EtC holds 3 keys: use \.keys\[i\]"):
+        cipher.key
+    twin, other = EtC.from_keys(keys), EtC.from_keys(keys[::-1])
+    twin.load_state_dict(cipher.state_dict())
+    with pytest.raises(ValueError, match="comes from another key"):
+        other.load_state_dict(cipher.state_dict())
+
+
+@pytest.fixture
+def etc_set():
+    return EtC.from_keys(EtCKey.generate_many(3, image_size=16, block_size=4, seed=0))
+
+
+@pytest.mark.parametrize("bad, problem", [
+    (None, r"EtC holds 3 keys: pass key_ids=, the key index of every image \(an int64 tensor of shape \(4,\)"),
+    ([0, 1, 2, 0], r"key_ids must be a torch.Tensor, got list.*torch.as_tensor\(ids, dtype=torch.long"),
+    (torch.tensor([0, 1, 2, 0], dtype=torch.int32), r"key_ids must have dtype int64, got torch.int32.*key_ids.long\(\)"),
+    (torch.tensor([0., 1., 2., 0.]), r"key_ids must have dtype int64, got torch.float32"),
+    (torch.tensor([0, 1, 2]), r"key_ids must have shape \(4,\), one key index per image, got shape \(3,\)"),
+    (torch.zeros(4, 1, dtype=torch.int64), r"key_ids must have shape \(4,\).*got shape \(4, 1\)"),
+    (torch.tensor([0, 1, 3, 0]), r"key_ids must lie in 0\.\.2 \(this cipher holds 3 key\(s\)\), got 3"),
+    (torch.tensor([0, -1, 2, 0]), r"key_ids must lie in 0\.\.2 .*got -1"),
+    (torch.zeros(4, dtype=torch.int64, device="meta"),
+     r"key_ids is on meta but the images are on cpu: .*use key_ids.to\(x.device\)"),
+])
+def test_error_bad_key_ids(etc_set, bad, problem):
+    x = images(4, 3, 16, 16)
+    for fn in (etc_set, etc_set.inverse):
+        with pytest.raises(ValueError, match=problem):
+            fn(x, key_ids=bad)
+
+
+def test_error_single_key_ids_out_of_range():
+    with pytest.raises(ValueError, match=r"key_ids must lie in 0\.\.0 \(this cipher holds 1 key\(s\)\), got 1"):
+        make("pe", 8, 1)(images(2, 3, 8, 8), key_ids=torch.tensor([0, 1]))
+
+
+def test_error_mixed_key_sets():
+    etc_keys = EtCKey.generate_many(2, image_size=16, block_size=4, seed=0)
+    with pytest.raises(ValueError, match=r"EtC: key 2 is a LEKey, expected EtCKey: a key set holds keys of one scheme"):
+        EtC.from_keys([*etc_keys, LEKey.generate(image_size=16, block_size=4, seed=0)])
+    with pytest.raises(ValueError, match=r"key 1 is for 16x16 images in 8x8 blocks with 3 channel\(s\) but key 0 is "
+                                         r"for 16x16 images in 4x4 blocks .*one geometry"):
+        EtC.from_keys([etc_keys[0], EtCKey.generate(image_size=16, block_size=8, seed=0)])
+    with pytest.raises(ValueError, match="key 1 is for 32x32 images"):
+        cipher_for([etc_keys[0], EtCKey.generate(image_size=32, block_size=4, seed=0)])
+    with pytest.raises(ValueError, match=r"key 1 is for 16x16 images in 4x4 blocks with 1 channel\(s\)"):
+        cipher_for([etc_keys[0], EtCKey.generate(image_size=16, block_size=4, channels=1, seed=0)])
+    with pytest.raises(ValueError, match="keys= is empty"):
+        EtC.from_keys([])
+    with pytest.raises(ValueError, match="the key set is empty"):
+        cipher_for([])
+    with pytest.raises(ValueError, match="keys= must be a sequence of EtCKeys, got EtCKey; for one key use key="):
+        EtC(keys=etc_keys[0])
+    with pytest.raises(ValueError, match="pass exactly one of key= .* got both"):
+        EtC(key=etc_keys[0], keys=etc_keys)
+    with pytest.raises(ValueError, match="got neither"):
+        EtC()
+    with pytest.raises(ValueError, match=r"block_size=8 does not match the key: expected 4"):
+        EtC.from_keys(etc_keys, block_size=8)
+
+
+# ----------------------------------------------------------------------------- BlockGrid
+def test_block_grid_blocks_match_the_literal_split():
+    grid = BlockGrid((8, 12), 4, channels=3)
+    x = images(2, 3, 8, 12)
+    blocks = grid.to_blocks(x)
+    assert blocks.shape == (2, 6, 3, 4, 4)
+    for n in range(2):
+        for i, blk in enumerate(blocks_of(x[n].numpy(), 4)):
+            assert np.array_equal(blocks[n, i].numpy(), blk)
+    assert torch.equal(grid.from_blocks(blocks), x)
+    block, offset = grid.flat_layout()
+    flat = np.arange(3 * 8 * 12)
+    assert np.array_equal(grid.flat_index(block, offset), flat)  # (block, offset) ↔ flat index is a bijection
+    assert np.array_equal(blocks.reshape(2, 6, -1)[:, block, offset].numpy(), x.reshape(2, -1).numpy())
+
+
+@SETTINGS
+@given(geo=geometry, n=st.integers(1, 3), seed=st.integers(0, 2**32 - 1), dtype=st.sampled_from(
+    [torch.uint8, torch.float32, torch.int64]))
+def test_block_grid_permute_blocks_per_image(geo, n, seed, dtype):
+    (h, w), b = geo
+    grid = BlockGrid((h, w), b, channels=3)
+    keys = BlockScrambleKey.generate_many(n, image_size=(h, w), block_size=b, seed=seed)
+    perms = torch.from_numpy(np.stack([k.block_perm for k in keys]))
+    x = images(n, 3, h, w, seed).to(dtype) * (3 if dtype == torch.float32 else 1)  # any values, any dtype
+    y = grid.permute_blocks(x, perms)
+    assert y.dtype == dtype
+    for j, key in enumerate(keys):
+        assert np.array_equal(y[j:j + 1].numpy(), block_scramble_reference(x[j:j + 1].numpy(), key))
+
+
+def test_block_grid_errors():
+    with pytest.raises(ValueError, match="image size 30x30 is not divisible by block size 8: expected H and W to be "
+                                         "multiples of 8; crop or pad"):
+        BlockGrid(30, 8)
+    with pytest.raises(ValueError, match="who: block_size must be a positive int, got 0"):
+        BlockGrid.of(torch.zeros(1, 3, 8, 8), 0, who="who")
+    with pytest.raises(ValueError, match=r"who: expected a batch of shape \(N, C, H, W\), got shape \(3, 8, 8\)"):
+        BlockGrid.of(torch.zeros(3, 8, 8), 4, who="who")
+    grid = BlockGrid(8, 4)
+    with pytest.raises(ValueError, match=r"expected a tensor of shape \(N, 1, 8, 8\) \(this grid's\), got shape"):
+        grid.to_blocks(torch.zeros(1, 3, 8, 8))
+    x = torch.zeros(2, 1, 8, 8)
+    with pytest.raises(ValueError, match=r"perms must have shape \(4,\) or \(2, 4\)"):
+        grid.permute_blocks(x, torch.zeros(3, 4, dtype=torch.int64))
+    with pytest.raises(ValueError, match="block indices must lie in 0..3, got 4"):
+        grid.permute_blocks(x, torch.tensor([0, 1, 2, 4]))
+    with pytest.raises(ValueError, match="perms must be an integer tensor"):
+        grid.permute_blocks(x, torch.zeros(4))
+
+
+@pytest.mark.parametrize("block", [2, 4, 8, 16])
+def test_block_scramble_word_gather_handles_unaligned_input(block):
+    # block scrambling moves whole aligned runs of bytes, so it gathers 2/4/8-byte words; an
+    # input whose rows are not word-aligned must take the byte path and give the same bytes
+    keys = BlockScrambleKey.generate_many(3, image_size=16, block_size=block, seed=block)
+    single, key_set = BlockScramble(key=keys[0]), BlockScramble.from_keys(keys)
+    x = images(4, 3, 16, 16)
+    unaligned = torch.empty(1 + x.numel(), dtype=torch.uint8)[1:].view(x.shape)
+    unaligned.copy_(x)
+    assert unaligned.storage_offset() == 1
+    ids = torch.tensor([2, 0, 1, 2])
+    expected = np.concatenate([block_scramble_reference(x[j:j + 1].numpy(), keys[k]) for j, k in enumerate(ids)])
+    assert np.array_equal(key_set(unaligned, key_ids=ids).numpy(), expected)
+    assert np.array_equal(key_set(x, key_ids=ids).numpy(), expected)
+    assert np.array_equal(single(unaligned).numpy(), block_scramble_reference(x.numpy(), keys[0]))
+    assert torch.equal(key_set.inverse(torch.from_numpy(expected), key_ids=ids), x)

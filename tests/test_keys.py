@@ -350,3 +350,52 @@ def test_bad_fingerprint_salt_in_file(tmp_path):
     (tmp_path / "k.json").write_text(json.dumps(d))
     with pytest.raises(ValueError, match="fingerprint_salt' must be 32 hex digits"):
         load(tmp_path / "k.json")
+
+
+# ----------------------------------------------------------------------------- generate_many
+@pytest.mark.parametrize("cls", [BlockScrambleKey, EtCKey])
+def test_generate_many_makes_valid_independent_reproducible_keys(cls):
+    keys = cls.generate_many(200, image_size=(16, 32), block_size=8, channels=3, seed=5)
+    assert len(keys) == 200 and all(type(k) is cls for k in keys)
+    # every key survives the full validation of the constructor and of the key file
+    for k in keys[:20] + keys[-5:]:
+        assert cls(**k.arrays(), image_size=k.image_size, block_size=k.block_size, channels=k.channels) == k
+        assert all(not a.flags.writeable for a in k.arrays().values())
+    assert load_roundtrip(keys[-1]) == keys[-1]
+    assert len({k.sha256() for k in keys}) == 200  # 8! = 40320 block orders: 200 draws all differ here
+    assert keys == cls.generate_many(200, image_size=(16, 32), block_size=8, channels=3, seed=5)
+    assert keys != cls.generate_many(200, image_size=(16, 32), block_size=8, channels=3, seed=6)
+    assert cls.generate_many(2, image_size=32, block_size=8)[0] != cls.generate_many(2, image_size=32, block_size=8)[0]  # OS entropy, 16! orders
+    # every block position receives every source block across the keys (uniform permutations)
+    perms = np.stack([k.block_perm for k in keys])
+    assert all(len(set(perms[:, i])) == 8 for i in range(8))
+
+
+def load_roundtrip(key):
+    import tempfile
+    from pathlib import Path
+    from ppml.keys import load
+    p = Path(tempfile.mkdtemp()) / "k.json"
+    key.save(p)
+    return load(p)
+
+
+def test_generate_many_etc_codes_cover_their_ranges():
+    keys = EtCKey.generate_many(300, image_size=8, block_size=4, seed=0)
+    for field, n in (("rot_flip", 8), ("negpos", 2), ("channel_perm", 6)):
+        assert set(np.concatenate([getattr(k, field) for k in keys]).tolist()) == set(range(n)), field
+
+
+@pytest.mark.parametrize("n", [0, -1, 2.0, True, "3"])
+def test_generate_many_rejects_bad_counts(n):
+    with pytest.raises(ValueError, match="n \\(the number of keys\\) must be a positive int"):
+        EtCKey.generate_many(n, image_size=8, block_size=4)
+    with pytest.raises(ValueError, match="n \\(the number of keys\\) must be a positive int"):
+        BlockScrambleKey.generate_many(n, image_size=8, block_size=4)
+
+
+def test_generate_many_checks_geometry():
+    with pytest.raises(ValueError, match="image size 30x30 is not divisible by block size 8"):
+        BlockScrambleKey.generate_many(3, image_size=30, block_size=8)
+    with pytest.raises(ValueError, match="channels must be 1..6"):
+        EtCKey.generate_many(3, image_size=8, block_size=4, channels=7)

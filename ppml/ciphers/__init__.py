@@ -13,6 +13,11 @@ contains the key's tables — treat it as a secret) that move with ``.to(device)
 * :class:`LE` (:class:`~ppml.keys.LEKey`): one nibble permutation + inversion for every block;
 * :class:`ELE` (:class:`~ppml.keys.ELEKey`): per-block LE keys, then a block shuffle.
 
+A key *set* — ``EtC.from_keys(keys)`` or ``cipher_for(keys)`` — stacks K keys' tables once;
+``cipher(x, key_ids)`` / ``cipher.inverse(y, key_ids)`` then use key ``key_ids[n]`` for image
+``n`` in the same single gather (see :mod:`ppml.ciphers.blocks`). :class:`BlockGrid` is the
+block geometry every block-based transform shares.
+
 Randomised encoders that have no inverse (ScrambleMix, InstaHide, DataMix) live in
 :mod:`ppml.encoders`.
 
@@ -28,17 +33,17 @@ True
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterable
 
 from ppml.ciphers.block_scramble import BlockScramble
-from ppml.ciphers.blocks import ByteCipher, Cipher, NibbleCipher
+from ppml.ciphers.blocks import BlockGrid, ByteCipher, Cipher, NibbleCipher
 from ppml.ciphers.ele import ELE
 from ppml.ciphers.etc import EtC
 from ppml.ciphers.le import LE
 from ppml.ciphers.pe import PE
 from ppml.keys import BlockScrambleKey, EtCKey, ELEKey, Key, LEKey, PEKey
 
-__all__ = ["Cipher", "ByteCipher", "NibbleCipher", "EtC", "BlockScramble", "PE", "LE", "ELE",
+__all__ = ["BlockGrid", "Cipher", "ByteCipher", "NibbleCipher", "EtC", "BlockScramble", "PE", "LE", "ELE",
            "cipher_for", "CIPHERS"]
 
 #: key class → cipher class
@@ -47,15 +52,31 @@ CIPHERS: dict[type[Key], type[Cipher]] = {
 }
 
 
-def cipher_for(key: Key, **kw: Any) -> Cipher:
+def cipher_for(key: Key | Iterable[Key], **kw: Any) -> Cipher:
     """Build the cipher of ``key``'s scheme; ``kw`` (e.g. ``block_size``) go to its constructor.
+
+    Given a sequence of keys (one scheme, one geometry), build the key-set cipher
+    (:meth:`Cipher.from_keys`): ``forward(x, key_ids)`` encrypts image n with key ``key_ids[n]``.
 
     >>> from ppml.keys import LEKey
     >>> cipher_for(LEKey.generate(image_size=32, block_size=4, seed=0))  # doctest: +ELLIPSIS
     LE(image_size=(32, 32), block_size=4, channels=3, key='...')
+    >>> cipher_for([LEKey.generate(image_size=32, block_size=4, seed=s) for s in range(3)])
+    LE(image_size=(32, 32), block_size=4, channels=3, num_keys=3)
     """
+    if isinstance(key, Key):
+        return _cipher_class(key)(key=key, **kw)
+    if isinstance(key, (str, bytes)) or not isinstance(key, Iterable):
+        _cipher_class(key)  # raises: not a key
+    keys = list(key)
+    if not keys:
+        raise ValueError("cipher_for: the key set is empty: expected at least one key")
+    return _cipher_class(keys[0]).from_keys(keys, **kw)
+
+
+def _cipher_class(key: Any) -> type[Cipher]:
     for cls in type(key).__mro__:
         if cls in CIPHERS:
-            return CIPHERS[cls](key=key, **kw)
+            return CIPHERS[cls]
     raise ValueError(f"no cipher for {type(key).__name__}: expected one of "
-                     f"{', '.join(k.__name__ for k in CIPHERS)}")
+                     f"{', '.join(k.__name__ for k in CIPHERS)} (or a sequence of keys of one scheme)")

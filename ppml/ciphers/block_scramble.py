@@ -32,7 +32,6 @@ class BlockScramble(ByteCipher):
 
     key_type = BlockScrambleKey
 
-    def _tables(self):
-        k: BlockScrambleKey = self.key
-        index = block_gather_index(k.image_size, k.block_size, k.channels, k.block_perm)
-        return index, np.zeros(index.shape, np.int64)
+    def _tables(self, a):
+        index = block_gather_index(self.image_size, self.block_size, self.channels, a["block_perm"])
+        return index, np.zeros(index.shape[-1:], np.int64)

@@ -1,4 +1,5 @@
-"""Machinery shared by the block ciphers: index tables, input checks and the fused gather.
+"""Machinery shared by the block ciphers: block geometry, index tables, input checks and the
+fused gather — for one key, or a stack of keys with a key per image.
 
 Every cipher in this package, with its key fixed, is a fixed permutation of the bytes of
 an image (EtC, block scrambling, PE) or of its 4-bit nibbles (LE, ELE) followed by an XOR
@@ -8,12 +9,46 @@ the whole image, and stores it as buffers; ``forward`` and ``inverse`` are then 
 plus a few in-place bit operations (nibbles). No Python loop runs over images, blocks or
 pixels, and the same code runs on any device (the buffers move with ``.to(device)``).
 
+**One key or K keys.** ``EtC(key=k)`` holds one key: its tables have shape ``(C·H·W,)``
+(``(2·C·H·W,)`` nibbles for LE/ELE, kept as per-byte tables) and every image is encrypted
+with it. ``EtC(keys=[k0, …, k_{K-1}])`` — equivalently ``EtC.from_keys(keys)`` or
+``ppml.ciphers.cipher_for(keys)`` — stacks the K keys' tables once into ``(K, C·H·W)``
+buffers (in the smallest integer dtype that holds an index, int16 for CIFAR), and
+``forward(x, key_ids)`` / ``inverse(y, key_ids)`` encrypt image ``n`` with key
+``key_ids[n]``: the gather runs over ``index[key_ids]`` (rows picked per image, the XOR
+masks likewise), in chunks of tens to hundreds of images on CPU so the picked rows stay in
+cache — still no Python loop over keys or images. A byte table that moves aligned runs of
+2, 4 or 8 bytes whole (block scrambling) is gathered as words of that size, for one key or
+many (the same bytes out, several times faster). ``key_ids`` is an int64 tensor of shape ``(N,)``
+on the input's device with values in ``0..K-1``; a single-key cipher accepts it too (all
+zeros) and a K = 1 set *is* the single-key cipher (same tables, same kernel). Memory: a key
+set costs about ``6·C·H·W`` bytes per key for byte ciphers (18 KB for CIFAR) and
+``14·C·H·W`` for nibble ciphers.
+
+>>> import torch
+>>> from ppml.ciphers import EtC
+>>> from ppml.keys import EtCKey
+>>> keys = EtCKey.generate_many(3, image_size=8, block_size=4, seed=0)
+>>> cipher = EtC.from_keys(keys)
+>>> x = torch.randint(0, 256, (5, 3, 8, 8), dtype=torch.uint8)
+>>> ids = torch.tensor([2, 0, 1, 1, 2])
+>>> y = cipher(x, key_ids=ids)
+>>> torch.equal(y[0:1], EtC(key=keys[2])(x[0:1])), torch.equal(cipher.inverse(y, key_ids=ids), x)
+(True, True)
+
+**Geometry.** :class:`BlockGrid` owns the block arithmetic (image size, block size, grid
+shape, the block ↔ image reshape, the flat index of a (block, offset) pair, the
+divisibility and bounds checks); the table builders below and the batch transforms use it.
+
 Conventions (all tables below follow them):
 
 * images are ``(N, C, H, W)``; the flat byte index of ``(c, y, x)`` is ``c·H·W + y·W + x``;
 * blocks of ``B×B`` pixels are numbered row-major, block ``i`` sits at block row
-  ``i // (W/B)`` and block column ``i % (W/B)``;
-* every permutation is a gather, ``out[k] = in[index[k]]``.
+  ``i // (W/B)`` and block column ``i % (W/B)``; the offset of ``(c, r, s)`` inside a
+  block is ``c·B·B + r·B + s``;
+* every permutation is a gather, ``out[k] = in[index[k]]``;
+* table builders accept key arrays with any leading (key) dimensions and return tables
+  with the same leading dimensions.
 
 Input dtypes: ``uint8`` runs bit-exact. Floating input (float16/32/64) must lie in
 [0, 1]; it is quantised to 8 bits as ``round(x·255)`` — exactly what saving it as an
@@ -24,21 +59,227 @@ divided by 255. So the float output equals the uint8 output / 255, and an image 
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+import dataclasses
+from typing import Any, Callable, ClassVar, Iterable, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from ppml.keys import Key, channel_permutations
+from ppml.keys import Key, channel_permutations, normalize_image_size
 
 __all__ = [
-    "Cipher", "ByteCipher", "NibbleCipher", "dihedral_table", "block_gather_index",
-    "invert_gather", "nibble_fast_tables", "FLOAT_DTYPES",
+    "BlockGrid", "Cipher", "ByteCipher", "NibbleCipher", "dihedral_table", "block_gather_index",
+    "channel_local_index", "invert_gather", "nibble_fast_tables", "nibble_block_index", "FLOAT_DTYPES",
 ]
 
 #: floating dtypes accepted as input (bfloat16 cannot hold k/255 exactly enough to round-trip)
 FLOAT_DTYPES = (torch.float16, torch.float32, torch.float64)
+
+
+# ----------------------------------------------------------------------------- geometry
+def _positive_int(value: Any, what: str, who: str) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{who}{what} must be a positive int, got {value!r}")
+    return int(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class BlockGrid:
+    """Geometry of ``(C, H, W)`` images cut into ``B×B`` blocks, numbered row-major.
+
+    The one home of the block arithmetic: grid shape, the block ↔ image reshape, the flat
+    index of a (block, offset) pair, and the checks (positive sizes, H and W multiples of B).
+    The offset of ``(c, r, s)`` inside a block is ``c·B·B + r·B + s``.
+
+    >>> g = BlockGrid((16, 32), 8, channels=3)
+    >>> g.shape, g.n_blocks, g.block_numel, g.numel
+    ((2, 4), 8, 192, 1536)
+    >>> BlockGrid(30, 8)
+    Traceback (most recent call last):
+    ...
+    ValueError: image size 30x30 is not divisible by block size 8: expected H and W to be multiples of 8; crop or pad the images, or pick a block size that divides both
+    """
+
+    image_size: tuple[int, int]
+    block_size: int
+    channels: int = 1
+
+    def __post_init__(self) -> None:
+        self._validate("")
+
+    def _validate(self, who: str) -> None:
+        try:
+            h, w = normalize_image_size(self.image_size)
+        except ValueError as e:
+            raise ValueError(f"{who}{e}") from None
+        b = _positive_int(self.block_size, "block_size", who)
+        c = _positive_int(self.channels, "channels", who)
+        if h % b or w % b:
+            raise ValueError(f"{who}image size {h}x{w} is not divisible by block size {b}: expected H and W to "
+                             f"be multiples of {b}; crop or pad the images, or pick a block size that divides both")
+        object.__setattr__(self, "image_size", (h, w))
+        object.__setattr__(self, "block_size", b)
+        object.__setattr__(self, "channels", c)
+
+    @classmethod
+    def of(cls, x: Any, block_size: int, *, who: str = "BlockGrid") -> "BlockGrid":
+        """The grid of a batch ``x`` of shape ``(N, C, H, W)``; errors start with ``who``.
+
+        >>> BlockGrid.of(torch.zeros(2, 3, 8, 12), 4).shape
+        (2, 3)
+        >>> BlockGrid.of(torch.zeros(2, 3, 8, 12), 8, who="scramble_blocks")
+        Traceback (most recent call last):
+        ...
+        ValueError: scramble_blocks: image size 8x12 is not divisible by block size 8: expected H and W to be multiples of 8; crop or pad the images, or pick a block size that divides both
+        """
+        shape = tuple(getattr(x, "shape", ()))
+        if len(shape) != 4:
+            raise ValueError(f"{who}: expected a batch of shape (N, C, H, W), got "
+                             f"{'shape ' + str(shape) if hasattr(x, 'shape') else type(x).__name__}; "
+                             f"use x.unsqueeze(0) for a single image")
+        grid = object.__new__(cls)
+        object.__setattr__(grid, "image_size", (shape[2], shape[3]))
+        object.__setattr__(grid, "block_size", block_size)
+        object.__setattr__(grid, "channels", max(int(shape[1]), 1))
+        grid._validate(f"{who}: ")
+        return grid
+
+    # -- sizes -----------------------------------------------------------------------
+    @property
+    def rows(self) -> int:
+        """Blocks per column of the grid, ``H / B``."""
+        return self.image_size[0] // self.block_size
+
+    @property
+    def cols(self) -> int:
+        """Blocks per row of the grid, ``W / B``."""
+        return self.image_size[1] // self.block_size
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(H / B, W / B)``."""
+        return self.rows, self.cols
+
+    @property
+    def n_blocks(self) -> int:
+        """Number of blocks."""
+        return self.rows * self.cols
+
+    @property
+    def block_numel(self) -> int:
+        """Values in one block, ``C·B·B``."""
+        return self.channels * self.block_size ** 2
+
+    @property
+    def numel(self) -> int:
+        """Values in one image, ``C·H·W``."""
+        return self.channels * self.image_size[0] * self.image_size[1]
+
+    # -- index arithmetic (numpy, broadcasting) ----------------------------------------
+    def flat_layout(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(block, offset)`` of every flat index ``c·H·W + y·W + x``, two int64 arrays ``(C·H·W,)``.
+
+        >>> [a.tolist() for a in BlockGrid((2, 4), 2).flat_layout()]
+        [[0, 0, 1, 1, 0, 0, 1, 1], [0, 1, 0, 1, 2, 3, 2, 3]]
+        """
+        (h, w), b, c = self.image_size, self.block_size, self.channels
+        cc, yy, xx = np.meshgrid(np.arange(c), np.arange(h), np.arange(w), indexing="ij")
+        block = (yy // b) * self.cols + xx // b
+        offset = cc * b * b + (yy % b) * b + xx % b
+        return block.reshape(-1), offset.reshape(-1)
+
+    def flat_index(self, block: Any, offset: Any) -> np.ndarray:
+        """Flat index ``c·H·W + y·W + x`` of offset ``offset`` in block ``block`` (broadcasting).
+
+        >>> BlockGrid((2, 4), 2).flat_index(np.array([1, 1]), np.array([0, 3])).tolist()
+        [2, 7]
+        """
+        # one lookup in the (n_blocks, C·B·B) table, not six array divisions: this runs over
+        # (keys, C·H·W) arrays when the tables of thousands of keys are built
+        block, offset = np.asarray(block, np.int64), np.asarray(offset, np.int64)
+        return self._flat_table()[block * self.block_numel + offset]
+
+    def _flat_table(self) -> np.ndarray:
+        table = self.__dict__.get("_table")
+        if table is None:
+            (h, w), b = self.image_size, self.block_size
+            block = np.arange(self.n_blocks)[:, None]
+            offset = np.arange(self.block_numel)[None, :]
+            c, r, s = offset // (b * b), (offset // b) % b, offset % b
+            table = (c * h * w + ((block // self.cols) * b + r) * w + (block % self.cols) * b + s).reshape(-1)
+            object.__setattr__(self, "_table", table)
+        return table
+
+    # -- block <-> image (torch, any dtype) ----------------------------------------------
+    def _check_batch(self, x: torch.Tensor, who: str) -> None:
+        (h, w), c = self.image_size, self.channels
+        if not isinstance(x, torch.Tensor) or x.dim() != 4 or tuple(x.shape[1:]) != (c, h, w):
+            got = f"shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"{who}: expected a tensor of shape (N, {c}, {h}, {w}) (this grid's), got {got}")
+
+    def to_blocks(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, C, H, W)`` → ``(N, n_blocks, C, B, B)`` (a copy), blocks row-major.
+
+        >>> g = BlockGrid((2, 4), 2)
+        >>> g.to_blocks(torch.arange(8).reshape(1, 1, 2, 4))[0, :, 0].tolist()
+        [[[0, 1], [4, 5]], [[2, 3], [6, 7]]]
+        """
+        self._check_batch(x, "BlockGrid.to_blocks")
+        n, c, b = x.shape[0], self.channels, self.block_size
+        return (x.reshape(n, c, self.rows, b, self.cols, b).permute(0, 2, 4, 1, 3, 5)
+                .reshape(n, self.n_blocks, c, b, b))
+
+    def from_blocks(self, blocks: torch.Tensor) -> torch.Tensor:
+        """Inverse of :meth:`to_blocks`: ``(N, n_blocks, C, B, B)`` → ``(N, C, H, W)``.
+
+        >>> g = BlockGrid((4, 4), 2, channels=3)
+        >>> x = torch.rand(2, 3, 4, 4)
+        >>> torch.equal(g.from_blocks(g.to_blocks(x)), x)
+        True
+        """
+        c, b = self.channels, self.block_size
+        if not isinstance(blocks, torch.Tensor) or blocks.dim() != 5 or \
+                tuple(blocks.shape[1:]) != (self.n_blocks, c, b, b):
+            got = f"shape {tuple(blocks.shape)}" if isinstance(blocks, torch.Tensor) else type(blocks).__name__
+            raise ValueError(f"BlockGrid.from_blocks: expected a tensor of shape (N, {self.n_blocks}, {c}, {b}, {b}), "
+                             f"got {got}")
+        n, (h, w) = blocks.shape[0], self.image_size
+        return (blocks.reshape(n, self.rows, self.cols, c, b, b).permute(0, 3, 1, 4, 2, 5)
+                .reshape(n, c, h, w))
+
+    def permute_blocks(self, x: torch.Tensor, perms: torch.Tensor) -> torch.Tensor:
+        """Permute the blocks of every image, exactly, for any dtype: output block ``i`` of image
+        ``k`` is its input block ``perms[k, i]`` (``perms`` ``(n_blocks,)`` for the whole batch
+        or ``(N, n_blocks)``, one permutation per image; integer, on ``x``'s device). One gather.
+
+        >>> g = BlockGrid((2, 4), 2)
+        >>> g.permute_blocks(torch.arange(8).reshape(1, 1, 2, 4), torch.tensor([1, 0]))[0, 0].tolist()
+        [[2, 3, 0, 1], [6, 7, 4, 5]]
+        """
+        blocks = self.to_blocks(x)
+        n, nb = x.shape[0], self.n_blocks
+        if not isinstance(perms, torch.Tensor) or perms.is_floating_point() or perms.is_complex() \
+                or perms.dtype == torch.bool:
+            got = perms.dtype if isinstance(perms, torch.Tensor) else type(perms).__name__
+            raise ValueError(f"BlockGrid.permute_blocks: perms must be an integer tensor of block indices, got {got}; "
+                             f"use torch.as_tensor(perms, dtype=torch.long)")
+        if perms.dim() == 1:
+            perms = perms.expand(n, -1)
+        if tuple(perms.shape) != (n, nb):
+            raise ValueError(f"BlockGrid.permute_blocks: perms must have shape ({nb},) or ({n}, {nb}) for {n} images "
+                             f"of {nb} blocks, got {tuple(perms.shape)}")
+        if perms.device != x.device:
+            raise ValueError(f"BlockGrid.permute_blocks: perms is on {perms.device} but the images are on {x.device}: "
+                             f"use perms.to(x.device)")
+        if n and nb:
+            lo, hi = torch.aminmax(perms)
+            if int(lo) < 0 or int(hi) >= nb:
+                raise ValueError(f"BlockGrid.permute_blocks: block indices must lie in 0..{nb - 1}, got "
+                                 f"{int(lo) if int(lo) < 0 else int(hi)}")
+        flat = blocks.reshape(n, nb, -1)
+        out = torch.gather(flat, 1, perms.long()[:, :, None].expand(-1, -1, flat.shape[2]))
+        return self.from_blocks(out.reshape(blocks.shape))
 
 
 # ----------------------------------------------------------------------------- tables
@@ -63,55 +304,58 @@ def dihedral_table(block_size: int) -> np.ndarray:
 
 def block_gather_index(image_size: tuple[int, int], block_size: int, channels: int,
                        block_perm: np.ndarray, local: np.ndarray | None = None) -> np.ndarray:
-    """Flat gather index of a block-wise permutation, shape ``(C·H·W,)``.
+    """Flat gather index of a block-wise permutation, shape ``(..., C·H·W)``.
 
-    Output block ``i`` is built from input block ``block_perm[i]``; within it, the output
-    value at local position ``(c, r, s)`` (flat ``c·B·B + r·B + s``) is the source block's
-    value at flat local position ``local[i, c·B·B + r·B + s]`` (same layout). ``local=None``
-    moves blocks unchanged.
+    Output block ``i`` is built from input block ``block_perm[..., i]``; within it, the
+    output value at offset ``o`` (``c·B·B + r·B + s``) is the source block's value at
+    offset ``local[..., i, o]``. ``local=None`` moves blocks unchanged. Leading (key)
+    dimensions of ``block_perm`` / ``local`` carry through.
 
     >>> block_gather_index((2, 4), 2, 1, np.array([1, 0])).reshape(2, 4).tolist()
     [[2, 3, 0, 1], [6, 7, 4, 5]]
+    >>> block_gather_index((2, 4), 2, 1, np.array([[0, 1], [1, 0]])).shape  # two keys
+    (2, 8)
     """
-    (h, w), b, c = image_size, block_size, channels
-    gw = w // b
-    cc, yy, xx = np.meshgrid(np.arange(c), np.arange(h), np.arange(w), indexing="ij")
-    out_block = (yy // b) * gw + xx // b
-    out_local = cc * b * b + (yy % b) * b + (xx % b)
-    src_block = np.asarray(block_perm, dtype=np.int64)[out_block]
-    src_local = out_local if local is None else np.asarray(local, dtype=np.int64)[out_block, out_local]
-    sc, sr, ss = src_local // (b * b), (src_local // b) % b, src_local % b
-    sy, sx = (src_block // gw) * b + sr, (src_block % gw) * b + ss
-    return (sc * h * w + sy * w + sx).reshape(-1)
+    grid = BlockGrid(image_size, block_size, channels)
+    out_block, out_offset = grid.flat_layout()
+    src_block = np.asarray(block_perm, dtype=np.int64)[..., out_block]
+    src_offset = out_offset if local is None else np.asarray(local, dtype=np.int64)[..., out_block, out_offset]
+    return grid.flat_index(src_block, src_offset)
 
 
 def channel_local_index(block_size: int, channels: int, rot_flip: np.ndarray | None,
                         channel_perm: np.ndarray | None, n_blocks: int) -> np.ndarray:
-    """Per-block local gather tables for a rotation/flip then a channel shuffle, ``(n, C·B·B)``.
+    """Per-block local gather tables for a rotation/flip then a channel shuffle, ``(..., n, C·B·B)``.
 
     >>> channel_local_index(1, 3, None, np.array([5]), 1).tolist()  # code 5 = (2, 1, 0)
     [[2, 1, 0]]
     """
     b, c = block_size, channels
-    spatial = dihedral_table(b)[np.zeros(n_blocks, np.int64) if rot_flip is None else rot_flip]  # (n,B,B)
-    chans = channel_permutations(c)[np.zeros(n_blocks, np.int64) if channel_perm is None else channel_perm]
-    return (chans[:, :, None, None] * b * b + spatial[:, None, :, :]).reshape(n_blocks, -1)
+    zeros = np.zeros(n_blocks, np.int64)
+    spatial = dihedral_table(b)[zeros if rot_flip is None else np.asarray(rot_flip, np.int64)]  # (..., n, B, B)
+    chans = channel_permutations(c)[zeros if channel_perm is None else np.asarray(channel_perm, np.int64)]
+    local = chans[..., :, :, None, None] * b * b + spatial[..., :, None, :, :]  # (..., n, C, B, B)
+    return local.reshape(local.shape[:-3] + (c * b * b,))
 
 
 def invert_gather(index: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Inverse of ``y = x[index] ^ mask``: returns ``(inv_index, inv_mask)`` with
-    ``x = y[inv_index] ^ inv_mask``.
+    """Inverse of ``y = x[index] ^ mask`` (along the last axis): ``(inv_index, inv_mask)``
+    with ``x = y[inv_index] ^ inv_mask``. ``index`` must be a permutation along its last axis.
 
     >>> i, m = invert_gather(np.array([2, 0, 1]), np.array([0, 255, 0]))
     >>> i.tolist(), m.tolist()
     ([1, 2, 0], [255, 0, 0])
     """
-    inv = np.argsort(index, kind="stable")
-    return inv, np.asarray(mask)[inv]
+    # a scatter, not an argsort: O(D) per key, which matters for thousands of keys (torch's
+    # scatter/gather here, several times faster than numpy's put/take_along_axis)
+    index = torch.from_numpy(np.ascontiguousarray(index, dtype=np.int64))
+    mask = torch.from_numpy(np.require(np.asarray(mask, dtype=np.int64), requirements=["C", "W"])).expand(index.shape)
+    inv = torch.empty_like(index).scatter_(-1, index, torch.arange(index.shape[-1]).expand(index.shape))
+    return inv.numpy(), torch.gather(mask, -1, inv).numpy()
 
 
 def nibble_fast_tables(nibble_index: np.ndarray, nibble_mask: np.ndarray) -> dict[str, np.ndarray]:
-    """Turn a gather over the ``2·D`` nibbles of an image into per-byte tables.
+    """Turn a gather over the ``2·D`` nibbles of an image into per-byte tables (last axis).
 
     The nibble vector of a flat image ``x`` (``D`` bytes) is ``[x & 15 | x >> 4]``; a
     nibble cipher is ``n_out = n_in[nibble_index] ^ nibble_mask``. Output byte ``p`` gets its
@@ -124,75 +368,186 @@ def nibble_fast_tables(nibble_index: np.ndarray, nibble_mask: np.ndarray) -> dic
     >>> [t[k].tolist() for k in ("index_lo", "shift_lo", "index_hi", "shift_hi", "mask")]
     [[1, 0], [4, 4], [1, 0], [4, 4], [0, 15]]
     """
-    d = nibble_index.size // 2
-    g_lo, g_hi = nibble_index[:d], nibble_index[d:]
+    d = nibble_index.shape[-1] // 2
+    g_lo, g_hi = nibble_index[..., :d], nibble_index[..., d:]
     return {
         "index_lo": g_lo % d,
         "shift_lo": np.where(g_lo >= d, 4, 0),
         "index_hi": g_hi % d,
         "shift_hi": np.where(g_hi < d, 4, 0),
-        "mask": nibble_mask[:d] | (nibble_mask[d:] << 4),
+        "mask": nibble_mask[..., :d] | (nibble_mask[..., d:] << 4),
     }
 
 
+def nibble_block_index(image_size: tuple[int, int], block_size: int, channels: int,
+                       block_perm: np.ndarray | None, perm: np.ndarray, invert: np.ndarray,
+                       key_by_source: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Global nibble gather index and nibble mask (both ``(..., 2·C·H·W)``) of LE / ELE.
+
+    Within a block, bytes are flattened in (row, col, channel) order and nibbles laid out as
+    ``[low | high]`` (length ``L = 2·B·B·C``); ``perm``/``invert`` have shape ``(..., R, L)``.
+    Output block ``i`` is built from input block ``block_perm[..., i]`` (``i`` if None) with
+    key row ``block_perm[..., i]`` if ``key_by_source`` else row 0. Global nibble ``g`` is the
+    low (``g < D``) or high nibble of flat byte ``g mod D``. Leading (key) dimensions carry.
+
+    >>> i, m = nibble_block_index((1, 1), 1, 1, None, np.array([[1, 0]]), np.array([[1, 0]]), False)
+    >>> i.tolist(), m.tolist()  # swap the two nibbles, invert the new low one
+    ([1, 0], [15, 0])
+    """
+    grid = BlockGrid(image_size, block_size, channels)
+    b, c, d = block_size, channels, grid.numel
+    bb, bbc = b * b, b * b * channels
+    out_block, offset = grid.flat_layout()
+    oc, orow, ocol = offset // bb, (offset // b) % b, offset % b
+    j = (np.arange(2)[:, None] * bbc + (orow * b + ocol) * c + oc).reshape(-1)  # output nibble in its block
+    out_block = np.tile(out_block, 2)
+    perm, invert = np.asarray(perm, np.int64), np.asarray(invert, np.int64)
+    lead, n_rows, n_nib = perm.shape[:-2], perm.shape[-2], perm.shape[-1]
+    src_block = out_block if block_perm is None else np.asarray(block_perm, np.int64)[..., out_block]
+    key_row = src_block if key_by_source else np.zeros_like(out_block)
+    at = np.broadcast_to(key_row * n_nib + j, lead + (2 * d,))
+    k = np.take_along_axis(perm.reshape(lead + (n_rows * n_nib,)), at, axis=-1)
+    m = np.take_along_axis(invert.reshape(lead + (n_rows * n_nib,)), at, axis=-1) * 15
+    s_half, t = k // bbc, k % bbc
+    src = grid.flat_index(src_block, (t % c) * bb + (t // (b * c)) * b + (t // c) % b)
+    return s_half * d + src, m
+
+
+def _index_dtype(numel: int) -> np.dtype:
+    """Smallest integer dtype for byte indices ``0..numel-1`` of a stacked (per-key) table."""
+    return np.dtype(np.int16) if numel <= np.iinfo(np.int16).max + 1 else np.dtype(np.int32)
+
+
 # ----------------------------------------------------------------------------- base module
+Apply = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None"], None]
+
+
 class Cipher(nn.Module):
     """Base of the ciphers: key handling, input checks and the uint8/float plumbing.
 
-    Subclasses set ``key_type`` and implement ``_chunk_fn`` (the uint8 kernel on flat
-    ``(m, C·H·W)`` rows). ``state_dict()`` holds the key's tables: treat a saved state dict
-    (and any checkpoint of a model that contains a cipher) as a secret. Loading a state
-    dict made from another key raises ``ValueError``.
+    Built from one key (``key=``) or a key set (``keys=``, any non-empty sequence of keys of
+    this scheme and one geometry; see the module docstring). Subclasses set ``key_type`` and
+    implement ``_chunk_fn`` (the uint8 kernel on flat ``(m, C·H·W)`` rows). ``state_dict()``
+    holds the keys' tables: treat a saved state dict (and any checkpoint of a model that
+    contains a cipher) as a secret. Loading a state dict made from other keys raises
+    ``ValueError``.
 
     >>> from ppml.ciphers import cipher_for
     >>> from ppml.keys import PEKey
     >>> cipher = cipher_for(PEKey.generate(image_size=8, seed=0))
-    >>> isinstance(cipher, Cipher), cipher.image_size, cipher.block_size, cipher.channels
-    (True, (8, 8), 1, 3)
+    >>> isinstance(cipher, Cipher), cipher.image_size, cipher.block_size, cipher.channels, cipher.num_keys
+    (True, (8, 8), 1, 3, 1)
     >>> cipher.key == PEKey.generate(image_size=8, seed=0)
     True
     """
 
     key_type: ClassVar[type[Key]] = Key
+    #: bytes per gathered element (see ByteCipher: aligned runs are gathered as words)
+    _word: int = 1
     #: whether the scheme has blocks (PE does not: its block size is always 1)
     has_blocks: ClassVar[bool] = True
 
-    def __init__(self, *, key: Key, block_size: int | None = None) -> None:
+    def __init__(self, *, key: Key | None = None, keys: Iterable[Key] | None = None,
+                 block_size: int | None = None) -> None:
         super().__init__()
         name = type(self).__name__
-        if not isinstance(key, self.key_type):
-            raise ValueError(f"{name} needs a key of type {self.key_type.__name__}, got {type(key).__name__}; "
-                             f"use ppml.ciphers.cipher_for(key) to pick the cipher of a key")
+        if (key is None) == (keys is None):
+            raise ValueError(f"{name}: pass exactly one of key= (one key) or keys= (a key set, one key per "
+                             f"image chosen by key_ids), got {'both' if key is not None else 'neither'}")
+        if key is not None:
+            if not isinstance(key, self.key_type):
+                raise ValueError(f"{name} needs a key of type {self.key_type.__name__}, got {type(key).__name__}; "
+                                 f"use ppml.ciphers.cipher_for(key) to pick the cipher of a key")
+            key_list = [key]
+        else:
+            key_list = self._check_key_set(keys)
+        key = key_list[0]
         if block_size is not None and block_size != key.block_size:
             expected = "1 (PE has no blocks)" if not self.has_blocks else f"{key.block_size} (the key's block size)"
             raise ValueError(f"{name}: block_size={block_size!r} does not match the key: expected {expected}; "
                              f"generate a key for block size {block_size}")
-        self._key = key
+        self._keys: tuple[Key, ...] = tuple(key_list)
 
-    # -- geometry ------------------------------------------------------------------
+    def _check_key_set(self, keys: Any) -> list[Key]:
+        name = type(self).__name__
+        if isinstance(keys, Key) or isinstance(keys, (str, bytes)) or not isinstance(keys, Iterable):
+            raise ValueError(f"{name}: keys= must be a sequence of {self.key_type.__name__}s, got "
+                             f"{type(keys).__name__}; for one key use key=")
+        key_list = list(keys)
+        if not key_list:
+            raise ValueError(f"{name}: keys= is empty: expected at least one {self.key_type.__name__}")
+        # one pass over the keys at construction (never per batch): same scheme, same geometry
+        bad = next((i for i, k in enumerate(key_list) if not isinstance(k, self.key_type)), None)
+        if bad is not None:
+            raise ValueError(f"{name}: key {bad} is a {type(key_list[bad]).__name__}, expected "
+                             f"{self.key_type.__name__}: a key set holds keys of one scheme; build one cipher per "
+                             f"scheme (ppml.ciphers.cipher_for(keys) picks the scheme of key 0)")
+        k0 = key_list[0]
+        geo = (k0.image_size, k0.block_size, k0.channels)
+        bad = next((i for i, k in enumerate(key_list) if (k.image_size, k.block_size, k.channels) != geo), None)
+        if bad is not None:
+            raise ValueError(f"{name}: key {bad} is for {key_list[bad]._geometry_text()} but key 0 is for "
+                             f"{k0._geometry_text()}: a key set holds keys of one geometry; generate every key "
+                             f"with the same image_size, block_size and channels")
+        return key_list
+
+    @classmethod
+    def from_keys(cls, keys: Iterable[Key], **kw: Any) -> "Cipher":
+        """The cipher of a key set: ``forward(x, key_ids)`` encrypts image ``n`` with ``keys[key_ids[n]]``.
+
+        >>> from ppml.ciphers import BlockScramble
+        >>> from ppml.keys import BlockScrambleKey
+        >>> bs = BlockScramble.from_keys(BlockScrambleKey.generate_many(4, image_size=8, block_size=4, seed=0))
+        >>> bs.num_keys, tuple(bs.index.shape), bs.index.dtype
+        (4, (4, 192), torch.int16)
+        """
+        return cls(keys=keys, **kw)
+
+    def _stacked(self, keys: Sequence[Key]) -> dict[str, np.ndarray]:
+        """The keys' arrays by name, stacked along a new leading (key) axis."""
+        return {name: np.stack([getattr(k, name) for k in keys]) for name in type(keys[0])._ARRAYS}
+
+    # -- keys and geometry -------------------------------------------------------------
+    @property
+    def keys(self) -> tuple[Key, ...]:
+        """The keys this cipher was built from (one for a single-key cipher)."""
+        return self._keys
+
+    @property
+    def num_keys(self) -> int:
+        """K, the number of keys (1 for a single-key cipher)."""
+        return len(self._keys)
+
     @property
     def key(self) -> Key:
-        """The key this cipher was built from."""
-        return self._key
+        """The key this cipher was built from (a single-key cipher only; a key set has :attr:`keys`)."""
+        if len(self._keys) != 1:
+            raise ValueError(f"{type(self).__name__} holds {len(self._keys)} keys: use .keys[i] for key i")
+        return self._keys[0]
 
     @property
     def block_size(self) -> int:
-        """The key's block size (1 for PE)."""
-        return self._key.block_size
+        """The keys' block size (1 for PE)."""
+        return self._keys[0].block_size
 
     @property
     def image_size(self) -> tuple[int, int]:
-        """``(H, W)`` of the images this cipher accepts (the key's)."""
-        return self._key.image_size
+        """``(H, W)`` of the images this cipher accepts (the keys')."""
+        return self._keys[0].image_size
 
     @property
     def channels(self) -> int:
-        """Number of channels of the images this cipher accepts (the key's)."""
-        return self._key.channels
+        """Number of channels of the images this cipher accepts (the keys')."""
+        return self._keys[0].channels
+
+    @property
+    def grid(self) -> BlockGrid:
+        """The :class:`BlockGrid` of the images this cipher accepts."""
+        return BlockGrid(self.image_size, self.block_size, self.channels)
 
     def extra_repr(self) -> str:
-        return (f"image_size={self.image_size}, block_size={self.block_size}, channels={self.channels}, "
-                f"key={self._key.fingerprint!r}")
+        who = f"key={self._keys[0].fingerprint!r}" if len(self._keys) == 1 else f"num_keys={len(self._keys)}"
+        return f"image_size={self.image_size}, block_size={self.block_size}, channels={self.channels}, {who}"
 
     # -- checks ----------------------------------------------------------------------
     def _check(self, x: Any) -> None:
@@ -225,6 +580,33 @@ class Cipher(nn.Module):
                 raise ValueError(f"{name}: float images must lie in [0, 1], got values in [{lo}, {hi}]; "
                                  f"expected x/255 for 8-bit data, or pass uint8")
 
+    def _check_key_ids(self, key_ids: Any, x: torch.Tensor) -> torch.Tensor | None:
+        """Validate ``key_ids``; return them, or None when the single-key kernel applies."""
+        name, n, k = type(self).__name__, x.shape[0], self.num_keys
+        fix = f"an int64 tensor of shape ({n},) on {x.device} with values in 0..{k - 1}"
+        if key_ids is None:
+            if k > 1:
+                raise ValueError(f"{name} holds {k} keys: pass key_ids=, the key index of every image ({fix})")
+            return None
+        if not isinstance(key_ids, torch.Tensor):
+            raise ValueError(f"{name}: key_ids must be a torch.Tensor, got {type(key_ids).__name__}: expected {fix} "
+                             f"(use torch.as_tensor(ids, dtype=torch.long, device=x.device))")
+        if key_ids.dtype != torch.int64:
+            raise ValueError(f"{name}: key_ids must have dtype int64, got {key_ids.dtype}: expected {fix} "
+                             f"(use key_ids.long())")
+        if tuple(key_ids.shape) != (n,):
+            raise ValueError(f"{name}: key_ids must have shape ({n},), one key index per image, got shape "
+                             f"{tuple(key_ids.shape)}: expected {fix}")
+        if key_ids.device != x.device:
+            raise ValueError(f"{name}: key_ids is on {key_ids.device} but the images are on {x.device}: expected "
+                             f"{fix} (use key_ids.to(x.device))")
+        if n:
+            lo, hi = (int(v) for v in torch.aminmax(key_ids))
+            if lo < 0 or hi >= k:
+                raise ValueError(f"{name}: key_ids must lie in 0..{k - 1} (this cipher holds {k} key(s)), got "
+                                 f"{lo if lo < 0 else hi}: expected {fix}")
+        return key_ids if k > 1 else None  # K = 1: every id is 0, the single-key kernel applies
+
     def _device(self) -> torch.device | None:
         for b in self.buffers():
             return b.device
@@ -236,19 +618,37 @@ class Cipher(nn.Module):
     #: chunks of hundreds of images, never over single images). Other devices: one chunk.
     #: Byte ciphers (one gather + one XOR) gain nothing from chunking, so it is off there.
     cpu_chunk_bytes: ClassVar[int] = 1 << 62
+    #: With a key per image the rows of the tables are picked per image: on CPU chunks of
+    #: about this many gathered elements (bytes, or words for a word gather; ~85 CIFAR images
+    #: bytewise) keep the picked rows in cache (measured: 64
+    #: rows ~1.0x the single-key gather, 1,024 rows ~1.2x, the whole batch ~3.8x; one thread).
+    keyset_cpu_chunk_bytes: ClassVar[int] = 1 << 18
+    #: ... and on other devices chunks of this many bytes bound the (rows, C·H·W) int64
+    #: index picked per chunk (8 bytes per image byte).
+    keyset_chunk_bytes: ClassVar[int] = 1 << 26
 
     @torch.no_grad()  # a permutation of quantised values: there is no gradient to track
-    def _run(self, x: torch.Tensor, encrypt: bool) -> torch.Tensor:
+    def _run(self, x: torch.Tensor, encrypt: bool, key_ids: torch.Tensor | None) -> torch.Tensor:
         self._check(x)
+        ids = self._check_key_ids(key_ids, x)
         n, d = x.shape[0], x.shape[1] * x.shape[2] * x.shape[3]
         flat = x.reshape(n, d)
-        rows = max(1, self.cpu_chunk_bytes // d) if x.device.type == "cpu" else max(n, 1)
+        if ids is None:
+            rows = max(1, self.cpu_chunk_bytes // d) if x.device.type == "cpu" else max(n, 1)
+        else:
+            budget = min(self.cpu_chunk_bytes, self.keyset_cpu_chunk_bytes) if x.device.type == "cpu" \
+                else self.keyset_chunk_bytes
+            rows = max(1, budget // (d // self._word))  # the budget counts gathered elements
         rows = min(rows, max(n, 1))
-        apply = self._chunk_fn(encrypt, rows, x.device)
+        apply = self._chunk_fn(encrypt, rows, x.device, ids is not None)
+
+        def part(i: int) -> torch.Tensor | None:
+            return None if ids is None else ids[i:i + rows]
+
         if x.dtype == torch.uint8:
             out = torch.empty((n, d), dtype=torch.uint8, device=x.device)
             for i in range(0, n, rows):
-                apply(flat[i:i + rows], out[i:i + rows])
+                apply(flat[i:i + rows], out[i:i + rows], part(i))
             return out.view(x.shape)
         # float: quantise to 8 bits, run the uint8 path, return (uint8 result in x.dtype) / 255
         out = torch.empty((n, d), dtype=x.dtype, device=x.device)
@@ -258,21 +658,49 @@ class Cipher(nn.Module):
             chunk = flat[i:i + rows]
             m = chunk.shape[0]
             q = (chunk.to(work) * 255).round_().to(torch.uint8)
-            apply(q, enc[:m])
+            apply(q, enc[:m], part(i))
             out[i:i + m].copy_(enc[:m]).div_(255)
         return out.view(x.shape)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Encrypt a batch ``(N, C, H, W)``; uint8 → uint8, float in [0, 1] → same float dtype."""
-        return self._run(x, True)
+    def forward(self, x: torch.Tensor, key_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Encrypt a batch ``(N, C, H, W)``; uint8 → uint8, float in [0, 1] → same float dtype.
 
-    def inverse(self, y: torch.Tensor) -> torch.Tensor:
-        """Decrypt a batch made by :meth:`forward` (exactly: ``inverse(forward(x)) == x``)."""
-        return self._run(y, False)
+        ``key_ids`` (int64 ``(N,)`` on ``x``'s device): image ``n`` is encrypted with key
+        ``key_ids[n]``; required when the cipher holds several keys.
+        """
+        return self._run(x, True, key_ids)
 
-    def _chunk_fn(self, encrypt: bool, rows: int, device: torch.device):
-        """Return ``apply(x, out)`` writing the cipher of uint8 rows ``x`` (m, D) into ``out``."""
+    def inverse(self, y: torch.Tensor, key_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Decrypt a batch made by :meth:`forward` with the same ``key_ids`` (exactly:
+        ``inverse(forward(x, ids), ids) == x``)."""
+        return self._run(y, False, key_ids)
+
+    def _chunk_fn(self, encrypt: bool, rows: int, device: torch.device, per_image: bool) -> Apply:
+        """Return ``apply(x, out, ids)`` writing the cipher of uint8 rows ``x`` (m, D) into
+        ``out``; ``ids`` (m,) picks each row's key when ``per_image``, else it is None."""
         raise NotImplementedError  # pragma: no cover - abstract
+
+    def _build_tables(self, tables: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]],
+                      dtypes: dict[str, Any]) -> None:
+        """Register the tables of every key as buffers: ``(D,)`` with int64 indices for one key
+        (as ever), ``(K, D)`` in a compact index dtype for a key set, built in chunks of keys
+        (vectorised over each chunk) to bound the memory of the int64 intermediates."""
+        keys, d = self._keys, self.grid.numel
+        if len(keys) == 1:
+            for name, arr in tables(self._stacked(keys)).items():
+                dt = np.int64 if dtypes[name] == "index" else dtypes[name]
+                self.register_buffer(name, torch.from_numpy(np.ascontiguousarray(arr[0], dtype=dt)))
+            return
+        out: dict[str, np.ndarray] = {}
+        step = max(1, (1 << 21) // d)
+        for s in range(0, len(keys), step):
+            for name, arr in tables(self._stacked(keys[s:s + step])).items():
+                if name not in out:
+                    dt = _index_dtype(d) if dtypes[name] == "index" else dtypes[name]
+                    out[name] = np.empty((len(keys), arr.shape[-1]), dtype=dt)
+                out[name][s:s + step] = arr
+        for name, arr in out.items():
+            self.register_buffer(name, torch.from_numpy(arr))
 
     # -- state dict safety -----------------------------------------------------------
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
@@ -280,8 +708,9 @@ class Cipher(nn.Module):
         for name, buf in self._buffers.items():
             other = state_dict.get(prefix + name)
             if other is not None and (other.shape != buf.shape or not torch.equal(other.to(buf.device), buf)):
+                what = f"key {self._keys[0].fingerprint!r}" if len(self._keys) == 1 else f"these {len(self._keys)} keys"
                 raise ValueError(f"{type(self).__name__}: state_dict entry {prefix + name!r} comes from another "
-                                 f"key: expected the tables of key {self._key.fingerprint!r}; build the cipher "
+                                 f"key: expected the tables of {what}; build the cipher "
                                  f"from the right key (ppml.ciphers.cipher_for(key))")
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
                                       unexpected_keys, error_msgs)
@@ -290,8 +719,8 @@ class Cipher(nn.Module):
 class ByteCipher(Cipher):
     """A cipher that is ``out = in[index] ^ mask`` on the flat ``C·H·W`` bytes.
 
-    Buffers: ``index`` (int64), ``mask`` (uint8), ``inverse_index``, ``inverse_mask``.
-    EtC, BlockScramble and PE are byte ciphers.
+    Buffers: ``index`` (int64 ``(D,)``; a key set: ``(K, D)`` int16/int32), ``mask`` (uint8),
+    ``inverse_index``, ``inverse_mask``. EtC, BlockScramble and PE are byte ciphers.
 
     >>> from ppml.ciphers import cipher_for
     >>> from ppml.keys import EtCKey
@@ -300,33 +729,95 @@ class ByteCipher(Cipher):
     (['index', 'inverse_index', 'inverse_mask', 'mask'], torch.int64, torch.uint8)
     """
 
-    def __init__(self, *, key: Key, block_size: int | None = None) -> None:
-        super().__init__(key=key, block_size=block_size)
-        index, mask = self._tables()
-        index = np.asarray(index, dtype=np.int64)
-        mask = np.asarray(mask, dtype=np.int64)
-        inv_index, inv_mask = invert_gather(index, mask)
-        self.register_buffer("index", torch.from_numpy(index.copy()))
-        self.register_buffer("mask", torch.from_numpy(mask.astype(np.uint8)))
-        self.register_buffer("inverse_index", torch.from_numpy(inv_index.astype(np.int64)))
-        self.register_buffer("inverse_mask", torch.from_numpy(inv_mask.astype(np.uint8)))
-        self._masked = bool(mask.any())
+    def __init__(self, *, key: Key | None = None, keys: Iterable[Key] | None = None,
+                 block_size: int | None = None) -> None:
+        super().__init__(key=key, keys=keys, block_size=block_size)
 
-    def _tables(self) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - abstract
+        def tables(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            index, mask = self._tables(arrays)
+            index = np.asarray(index, dtype=np.int64)
+            inv_index, inv_mask = invert_gather(index, mask)
+            return {"index": index, "mask": np.broadcast_to(mask, index.shape), "inverse_index": inv_index, "inverse_mask": inv_mask}
+
+        self._build_tables(tables, {"index": "index", "inverse_index": "index", "mask": np.uint8,
+                                    "inverse_mask": np.uint8})
+        self._masked = bool(self.mask.any())
+        self._register_word_tables()
+
+    def _tables(self, arrays: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover
+        """``(index, mask)``, each ``(K, C·H·W)``, from the keys' arrays stacked along axis 0."""
         raise NotImplementedError
 
-    def _chunk_fn(self, encrypt: bool, rows: int, device: torch.device):
-        index, mask = (self.index, self.mask) if encrypt else (self.inverse_index, self.inverse_mask)
-        masked = self._masked
+    #: word sizes tried, in bytes: a table that moves aligned runs of w bytes together (block
+    #: scrambling with B >= 8, or 4 for B = 4) runs as a gather of w-byte words: w times fewer
+    #: elements and index entries, the same bytes out
+    _WORDS: ClassVar[dict[int, torch.dtype]] = {8: torch.int64, 4: torch.int32, 2: torch.int16}
 
-        def apply(x: torch.Tensor, out: torch.Tensor) -> None:
+    def _find_word_size(self) -> int:
+        """The largest w such that every key's table moves aligned w-byte words whole."""
+        d = self.grid.numel
+        idx = self.index.reshape(-1, d)
+        for w, _ in self._WORDS.items():
+            if d % w:
+                continue
+            runs = idx.reshape(idx.shape[0], d // w, w).long()
+            if bool((runs[..., 0] % w == 0).all()) and bool((runs == runs[..., :1] + torch.arange(w)).all()):
+                return w
+        return 1
+
+    def _register_word_tables(self) -> None:
+        self._word = self._find_word_size()
+        if self._word > 1:  # derived from the tables: not saved in state_dict, moved by .to()
+            for name in ("index", "inverse_index"):
+                t = getattr(self, name)
+                self.register_buffer(f"{name}_words", t[..., ::self._word] // self._word, persistent=False)
+
+    def _chunk_fn(self, encrypt: bool, rows: int, device: torch.device, per_image: bool) -> Apply:
+        p = "" if encrypt else "inverse_"
+        index, mask = getattr(self, p + "index"), getattr(self, p + "mask")
+        byte_apply = _gather_xor(index, mask, self._masked, rows, device, per_image)
+        w = self._word
+        if w == 1:
+            return byte_apply
+        dt = self._WORDS[w]
+        word_apply = _gather_xor(getattr(self, p + "index_words"), mask.view(dt), self._masked, rows, device,
+                                 per_image)
+
+        def apply(x: torch.Tensor, out: torch.Tensor, ids: torch.Tensor | None) -> None:
+            try:  # the same bytes, read as words (needs w-aligned rows; else the byte kernel)
+                xw, ow = x.view(dt), out.view(dt)
+            except RuntimeError:
+                return byte_apply(x, out, ids)
+            word_apply(xw, ow, ids)
+
+        return apply
+
+
+def _gather_xor(index: torch.Tensor, mask: torch.Tensor, masked: bool, rows: int, device: torch.device,
+                per_image: bool) -> Apply:
+    """``out = x[index] ^ mask`` on rows: one broadcast table, or each row's own (``ids``)."""
+    if not per_image:
+        def apply(x: torch.Tensor, out: torch.Tensor, ids: None) -> None:
             # gather with a broadcast (stride-0) index is several times faster than
             # index_select or advanced indexing on CPU, and one fused kernel on CUDA.
             torch.gather(x, 1, index.expand(x.shape[0], -1), out=out)
             if masked:
                 out.bitwise_xor_(mask)
-
         return apply
+
+    picked = torch.empty((rows, index.shape[-1]), dtype=index.dtype, device=device)
+    wide = torch.empty((rows, index.shape[-1]), dtype=torch.int64, device=device)
+    picked_mask = torch.empty((rows, mask.shape[-1]), dtype=mask.dtype, device=device)
+
+    def apply_rows(x: torch.Tensor, out: torch.Tensor, ids: torch.Tensor) -> None:
+        m = x.shape[0]
+        torch.index_select(index, 0, ids, out=picked[:m])  # each image's own table row
+        wide[:m].copy_(picked[:m])                         # gather wants int64 indices
+        torch.gather(x, 1, wide[:m], out=out)
+        if masked:
+            out.bitwise_xor_(torch.index_select(mask, 0, ids, out=picked_mask[:m]))
+
+    return apply_rows
 
 
 class NibbleCipher(Cipher):
@@ -336,7 +827,7 @@ class NibbleCipher(Cipher):
     each output byte is assembled from two byte gathers (see :func:`nibble_fast_tables`),
     ``((x[i_lo] >> s_lo) & 15) | ((x[i_hi] << s_hi) & 0xF0)``, then XOR-ed with a byte mask.
     Buffers: ``index_lo``, ``shift_lo``, ``index_hi``, ``shift_hi``, ``mask`` and the same
-    with an ``inverse_`` prefix. LE and ELE are nibble ciphers.
+    with an ``inverse_`` prefix (``(D,)``; a key set: ``(K, D)``). LE and ELE are nibble ciphers.
 
     >>> from ppml.ciphers import cipher_for
     >>> from ppml.keys import LEKey
@@ -346,64 +837,52 @@ class NibbleCipher(Cipher):
     """
 
     cpu_chunk_bytes = 1 << 20  # measured: ~1.5x faster than one pass on 10,000 CIFAR images
+    _NAMES = ("index_lo", "shift_lo", "index_hi", "shift_hi", "mask")
 
-    def __init__(self, *, key: Key, block_size: int | None = None) -> None:
-        super().__init__(key=key, block_size=block_size)
-        nidx, nmask = self._nibble_tables()
-        nidx = np.asarray(nidx, dtype=np.int64)
-        nmask = np.asarray(nmask, dtype=np.int64)
-        inv_idx, inv_mask = invert_gather(nidx, nmask)
-        for prefix, (i, m) in (("", (nidx, nmask)), ("inverse_", (inv_idx, inv_mask))):
-            for name, arr in nibble_fast_tables(i, m).items():
-                dtype = np.int64 if name.startswith("index") else np.uint8
-                self.register_buffer(prefix + name, torch.from_numpy(np.ascontiguousarray(arr, dtype=dtype)))
+    def __init__(self, *, key: Key | None = None, keys: Iterable[Key] | None = None,
+                 block_size: int | None = None) -> None:
+        super().__init__(key=key, keys=keys, block_size=block_size)
 
-    def _nibble_tables(self) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - abstract
+        def tables(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            nidx, nmask = self._nibble_tables(arrays)
+            nidx = np.asarray(nidx, dtype=np.int64)
+            inv_idx, inv_mask = invert_gather(nidx, nmask)
+            nmask = np.broadcast_to(np.asarray(nmask, dtype=np.int64), nidx.shape)
+            return {prefix + name: arr for prefix, (i, m) in (("", (nidx, nmask)), ("inverse_", (inv_idx, inv_mask)))
+                    for name, arr in nibble_fast_tables(i, m).items()}
+
+        self._build_tables(tables, {p + n: ("index" if n.startswith("index") else np.uint8)
+                                    for p in ("", "inverse_") for n in self._NAMES})
+
+    def _nibble_tables(self, arrays: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover
+        """``(nibble index, nibble mask)``, each ``(K, 2·C·H·W)``, from the keys' stacked arrays."""
         raise NotImplementedError
 
-    def _chunk_fn(self, encrypt: bool, rows: int, device: torch.device):
+    def _chunk_fn(self, encrypt: bool, rows: int, device: torch.device, per_image: bool) -> Apply:
         p = "" if encrypt else "inverse_"
-        index_lo, shift_lo, index_hi, shift_hi, mask = (
-            getattr(self, p + name) for name in ("index_lo", "shift_lo", "index_hi", "shift_hi", "mask"))
-        scratch = torch.empty((rows, index_hi.shape[0]), dtype=torch.uint8, device=device)
+        index_lo, shift_lo, index_hi, shift_hi, mask = (getattr(self, p + name) for name in self._NAMES)
+        d = index_hi.shape[-1]
+        scratch = torch.empty((rows, d), dtype=torch.uint8, device=device)
+        if per_image:
+            wide = torch.empty((2, rows, d), dtype=torch.int64, device=device)
+            picked = torch.empty((3, rows, d), dtype=torch.uint8, device=device)
 
-        def apply(x: torch.Tensor, out: torch.Tensor) -> None:
+        def apply(x: torch.Tensor, out: torch.Tensor, ids: torch.Tensor | None) -> None:
             m = x.shape[0]
             hi = scratch[:m]
-            torch.gather(x, 1, index_lo.expand(m, -1), out=out)
-            torch.gather(x, 1, index_hi.expand(m, -1), out=hi)
-            out.bitwise_right_shift_(shift_lo).bitwise_and_(0x0F)
-            hi.bitwise_left_shift_(shift_hi).bitwise_and_(0xF0)
-            out.bitwise_or_(hi).bitwise_xor_(mask)
+            if ids is None:
+                i_lo, s_lo, i_hi, s_hi, msk = index_lo.expand(m, -1), shift_lo, index_hi.expand(m, -1), shift_hi, mask
+            else:  # each image's own table rows
+                i_lo, i_hi = wide[0, :m], wide[1, :m]
+                i_lo.copy_(index_lo.index_select(0, ids))
+                i_hi.copy_(index_hi.index_select(0, ids))
+                s_lo = torch.index_select(shift_lo, 0, ids, out=picked[0, :m])
+                s_hi = torch.index_select(shift_hi, 0, ids, out=picked[1, :m])
+                msk = torch.index_select(mask, 0, ids, out=picked[2, :m])
+            torch.gather(x, 1, i_lo, out=out)
+            torch.gather(x, 1, i_hi, out=hi)
+            out.bitwise_right_shift_(s_lo).bitwise_and_(0x0F)
+            hi.bitwise_left_shift_(s_hi).bitwise_and_(0xF0)
+            out.bitwise_or_(hi).bitwise_xor_(msk)
 
         return apply
-
-
-def nibble_block_index(image_size: tuple[int, int], block_size: int, channels: int,
-                       block_perm: np.ndarray | None, perm: np.ndarray, invert: np.ndarray,
-                       key_by_source: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Global nibble gather index and nibble mask (both ``(2·C·H·W,)``) of LE / ELE.
-
-    Within a block, bytes are flattened in (row, col, channel) order and nibbles laid out as
-    ``[low | high]`` (length ``L = 2·B·B·C``); ``perm``/``invert`` have shape ``(K, L)``.
-    Output block ``i`` is built from input block ``block_perm[i]`` (``i`` if None) with key
-    row ``block_perm[i]`` if ``key_by_source`` else row 0. Global nibble ``g`` is the low
-    (``g < D``) or high nibble of flat byte ``g mod D``.
-
-    >>> i, m = nibble_block_index((1, 1), 1, 1, None, np.array([[1, 0]]), np.array([[1, 0]]), False)
-    >>> i.tolist(), m.tolist()  # swap the two nibbles, invert the new low one
-    ([1, 0], [15, 0])
-    """
-    (h, w), b, c = image_size, block_size, channels
-    d, gw, bbc = c * h * w, w // b, b * b * c
-    half, cc, yy, xx = np.meshgrid(np.arange(2), np.arange(c), np.arange(h), np.arange(w), indexing="ij")
-    out_block = (yy // b) * gw + xx // b
-    j = half * bbc + ((yy % b) * b + (xx % b)) * c + cc  # output nibble index within its block
-    src_block = out_block if block_perm is None else np.asarray(block_perm, np.int64)[out_block]
-    key_row = src_block if key_by_source else np.zeros_like(src_block)
-    k = np.asarray(perm, np.int64)[key_row, j]
-    m = np.asarray(invert, np.int64)[key_row, j] * 15
-    s_half, t = k // bbc, k % bbc
-    sr, ss, sc = t // (b * c), (t // c) % b, t % c
-    sy, sx = (src_block // gw) * b + sr, (src_block % gw) * b + ss
-    return (s_half * d + sc * h * w + sy * w + sx).reshape(-1), m.reshape(-1)

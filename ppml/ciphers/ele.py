@@ -32,7 +32,6 @@ class ELE(NibbleCipher):
 
     key_type = ELEKey
 
-    def _nibble_tables(self):
-        k: ELEKey = self.key
-        return nibble_block_index(k.image_size, k.block_size, k.channels, k.block_perm,
-                                  k.perm, k.invert, key_by_source=True)
+    def _nibble_tables(self, a):
+        return nibble_block_index(self.image_size, self.block_size, self.channels, a["block_perm"],
+                                  a["perm"], a["invert"], key_by_source=True)

@@ -52,13 +52,10 @@ class EtC(ByteCipher):
 
     key_type = EtCKey
 
-    def _tables(self):
-        k: EtCKey = self.key
-        local = channel_local_index(k.block_size, k.channels, k.rot_flip, k.channel_perm, k.n_blocks)
-        index = block_gather_index(k.image_size, k.block_size, k.channels, k.block_perm, local)
-        h, w = k.image_size
-        b = k.block_size
+    def _tables(self, a):
+        grid = self.grid
+        local = channel_local_index(grid.block_size, grid.channels, a["rot_flip"], a["channel_perm"], grid.n_blocks)
+        index = block_gather_index(grid.image_size, grid.block_size, grid.channels, a["block_perm"], local)
+        out_block, _ = grid.flat_layout()
         # negpos belongs to the *output* block and covers all its channels
-        mask = np.broadcast_to((255 * k.negpos).reshape(h // b, 1, w // b, 1),
-                               (h // b, b, w // b, b)).reshape(1, h, w)
-        return index, np.broadcast_to(mask, (k.channels, h, w)).reshape(-1)
+        return index, 255 * np.asarray(a["negpos"], np.int64)[..., out_block]

@@ -40,7 +40,6 @@ class LE(NibbleCipher):
 
     key_type = LEKey
 
-    def _nibble_tables(self):
-        k: LEKey = self.key
-        return nibble_block_index(k.image_size, k.block_size, k.channels, None,
-                                  k.perm[None], k.invert[None], key_by_source=False)
+    def _nibble_tables(self, a):
+        return nibble_block_index(self.image_size, self.block_size, self.channels, None,
+                                  a["perm"][:, None], a["invert"][:, None], key_by_source=False)

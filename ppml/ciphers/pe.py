@@ -45,12 +45,12 @@ class PE(ByteCipher):
     key_type = PEKey
     has_blocks = False
 
-    def _tables(self):
-        k: PEKey = self.key
-        (h, w), c = k.image_size, k.channels
-        perms = channel_permutations(c)[k.channel_perm]  # (H, W, C): source channel of channel j
-        src_c = np.moveaxis(perms, -1, 0)  # (C, H, W)
+    def _tables(self, a):
+        (h, w), c = self.image_size, self.channels
+        perms = channel_permutations(c)[a["channel_perm"]]  # (K, H, W, C): source channel of channel j
+        src_c = np.moveaxis(perms, -1, -3)  # (K, C, H, W)
         yy, xx = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
-        index = (src_c * h * w + yy * w + xx).reshape(-1)
-        mask = (255 * k.negpos).reshape(-1)[index]  # the negation travels with its source value
+        index = (src_c * h * w + yy * w + xx).reshape(src_c.shape[0], -1)
+        # the negation travels with its source value
+        mask = np.take_along_axis((255 * np.asarray(a["negpos"], np.int64)).reshape(index.shape), index, axis=-1)
         return index, mask
