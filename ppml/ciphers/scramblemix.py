@@ -46,7 +46,6 @@ __all__ = ["ScrambleMix", "ReferencePE", "reference_channel_map", "predict_views
 #: scrambling schemes selectable by name in :meth:`ScrambleMix.generate`
 SCHEMES = ("pe", "le", "etc")
 _KEYS: dict[str, type[Key]] = {"pe": PEKey, "le": LEKey, "etc": EtCKey}
-_AVERAGES = ("probs", "logits")
 
 
 def reference_channel_map(channels: int = 3) -> np.ndarray:
@@ -263,53 +262,17 @@ class ScrambleMix(nn.Module):
         return f"num_pairs={self.num_pairs}, {r}, compat={self.compat!r}"
 
 
-def _batched_views(encode: Callable[[torch.Tensor, torch.Generator], torch.Tensor], images: torch.Tensor,
-                   batch_size: int, device: torch.device, seed: int):
-    g = torch.Generator().manual_seed(int(seed))
-    for i in range(0, len(images), batch_size):
-        yield encode(images[i:i + batch_size].to(device), g)
-
-
-@torch.no_grad()
 def predict_views(model: nn.Module, images: torch.Tensor,
                   encode: Callable[[torch.Tensor, torch.Generator], torch.Tensor], *, average: str = "probs",
                   batch_size: int = 256, seed: int = 0, device: torch.device | str | None = None,
                   per_view: bool = False) -> torch.Tensor:
-    """Class probabilities ``(N, K)`` averaged over ``T`` encodings of every image (batched).
+    """Class probabilities ``(N, K)`` averaged over ``T`` encodings ``encode(x, generator)`` of
+    every image: :func:`ppml.train.predict_views` (kept here for existing imports; inference
+    lives in ``ppml.train``, whose one prediction loop serves every kind of averaging)."""
+    from ppml.train import predict_views as _predict_views  # deferred: ppml.train is the higher layer
 
-    ``encode(x, generator)`` maps a uint8 batch ``(n, C, H, W)`` to ``(n, T, C, H, W)`` float
-    encodings, e.g. ``lambda x, g: sm.views(x, g, num_views=T)``; each batch's ``n·T`` encodings
-    go through the model at once. ``average="probs"`` averages the posteriors (slides,
-    "Inference"); ``"logits"`` averages logits and takes the softmax (the authors' code).
-    ``per_view=True`` returns the un-averaged ``(N, T, K)`` posteriors instead (e.g. to
-    average the first t views for every t ≤ T from one pass).
-
-    >>> m = nn.Sequential(nn.Flatten(), nn.Linear(12, 3))
-    >>> enc = lambda x, g: (x.float() / 255).unsqueeze(1).repeat(1, 4, 1, 1, 1)
-    >>> p = predict_views(m, torch.zeros(5, 3, 2, 2, dtype=torch.uint8), enc)
-    >>> p.shape, bool(torch.allclose(p.sum(1), torch.ones(5)))
-    (torch.Size([5, 3]), True)
-    """
-    if average not in _AVERAGES:
-        raise ValueError(f"average must be one of {', '.join(_AVERAGES)}, got {average!r}")
-    dev = torch.device(device) if device is not None else next(model.parameters()).device
-    was = model.training
-    model.eval()
-    out = []
-    try:
-        for v in _batched_views(encode, torch.as_tensor(images), batch_size, dev, seed):
-            if v.dim() != 5:
-                raise ValueError(f"encode must return (n, T, C, H, W), got shape {tuple(v.shape)}")
-            n, t = v.shape[:2]
-            logits = model(v.reshape(n * t, *v.shape[2:]).float()).float().view(n, t, -1)
-            if per_view:
-                p = logits.softmax(-1)
-            else:
-                p = logits.softmax(-1).mean(1) if average == "probs" else logits.mean(1).softmax(-1)
-            out.append(p.cpu())
-    finally:
-        model.train(was)
-    return torch.cat(out)
+    return _predict_views(model, images, encode, average=average, batch_size=batch_size, seed=seed,
+                          device=device, per_view=per_view)
 
 
 def evaluate_views(model: nn.Module, data: Any, encode: Callable[[torch.Tensor, torch.Generator], torch.Tensor],
