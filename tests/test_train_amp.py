@@ -102,3 +102,23 @@ def test_bf16_training_reaches_fp32_accuracy_on_fashion_mnist():
     # ... learnt the task, and lands within noise (3 points, ~2 sd) of float32.
     assert acc[False] > 0.65 and acc[True] > 0.65, acc
     assert abs(acc[True] - acc[False]) <= 0.03, acc
+
+
+def test_channels_last_is_opt_in_and_trains_the_same_model():
+    x, y = _fashion(256, 0)[0]
+    runs = {}
+    for cl in (False, True):
+        m = _small_cnn()
+        r = fit(m, (x, y), epochs=1, batch_size=64, lr=0.05, channels_last=cl, device="cpu", seed=0, progress=False)
+        runs[cl] = (m, r.final["train_loss"])
+    conv = runs[True][0][3].weight  # (32, 16, 3, 3): the two formats differ
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    assert runs[False][0][3].weight.is_contiguous()  # the default leaves the model alone
+    # same maths, other kernels: equal up to float rounding (amplified a little by 4 SGD steps),
+    # far closer than the distance training moved the weights
+    assert runs[True][1] == pytest.approx(runs[False][1], rel=1e-4)
+    moved = max((a - b).abs().max().item() for a, b in zip(runs[False][0].parameters(), _small_cnn().parameters()))
+    apart = max((a - b).abs().max().item() for a, b in zip(runs[False][0].parameters(), runs[True][0].parameters()))
+    assert apart < 2e-3 < moved / 10, (apart, moved)
+    with pytest.raises(ValueError, match="channels_last must be True or False"):
+        fit(_small_cnn(), (x, y), epochs=1, channels_last="yes")

@@ -95,6 +95,14 @@ def _amp_dtype(v: Any) -> Any:
     return v
 
 
+def _bool(name: str) -> Callable[[Any], bool]:
+    def check(v: Any) -> bool:
+        if not isinstance(v, bool):
+            raise ValueError(f"{name} must be True or False, got {v!r}")
+        return v
+    return check
+
+
 def _positive_or_none(name: str) -> Callable[[Any], Any]:
     def check(v: Any) -> Any:
         if v is not None and (not isinstance(v, numbers.Integral) or isinstance(v, bool) or v < 1):
@@ -134,7 +142,10 @@ class TrainConfig:
     scalar loss or ``(loss, logits)``.
 
     Precision and placement: ``amp`` ``"auto"`` / True / False and ``amp_dtype`` (see
-    :func:`ppml.train.amp_settings`), ``device`` (default: CUDA if available).
+    :func:`ppml.train.amp_settings`); ``channels_last`` trains model and batches in
+    ``torch.channels_last`` memory format (opt-in: same maths, other kernels, so results are
+    not bit-identical to NCHW; see ``benchmarks/train.py`` for the speed-up per model);
+    ``device`` (default: CUDA if available).
 
     Run: ``checkpoint_dir`` and ``resume``; ``seed`` and ``deterministic``; ``progress`` bars;
     ``select_best`` (``"val_loss"``/``"val_acc"``); ``eval_batch_size``; ``ddp_kwargs`` for
@@ -170,6 +181,7 @@ class TrainConfig:
     # Precision, placement and bookkeeping may change between a run and its resumption.
     amp: bool | str = _opt("auto", record=False, check=_amp)
     amp_dtype: str | None = _opt(None, record=False, check=_amp_dtype)
+    channels_last: bool = _opt(False, record=False, check=_bool("channels_last"))
     device: torch.device | str | None = _opt(None, record=False, check=None)
     checkpoint_dir: str | os.PathLike | None = _opt(None, record=False, check=None)
     resume: bool = _opt(True, record=False, check=None)

@@ -132,6 +132,8 @@ def _start(model: nn.Module, train_data: Any, cfg: TrainConfig) -> _Run:
                          f"batch_size={loader.batch_size}, drop_last={loader.drop_last})")
 
     model.to(dev)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
     opt = _optimizer(cfg, model)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_schedule(
         cfg.schedule, epochs=cfg.epochs, steps_per_epoch=len(loader), milestones=cfg.milestones, gamma=cfg.gamma,
@@ -157,6 +159,8 @@ def _train_epoch(run: _Run, epoch: int, bar: Any) -> dict[str, Any]:
             break  # a rehearsal: the paper's configuration, a few steps only
         x = x.to(dev, non_blocking=True)
         y = y.to(dev, non_blocking=True)
+        if run.cfg.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
         with _autocast(*run.amp, dev):
             lv, logits = _unpack_loss(run.loss_fn(run.net, x, y), loss_name)
         opt.zero_grad(set_to_none=True)
