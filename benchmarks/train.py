@@ -21,10 +21,11 @@ CPU) is printed beside each row so the two can be checked against each other;
 ``fit(channels_last=True)`` is the switch for the ``+CL`` columns (opt-in).
 
 Measured on the development VM (Intel Xeon 2.00GHz, AVX-512 without AMX/avx512_bf16, so bf16
-is emulated; 1 thread, torch 2.14; a shared machine, so ratios are +-20 %): bf16 autocast
-ran at 0.2-1.1x float32 on every smoke model and 0.35-0.46x on WRN-40-10, PyramidNet-110 and
-ResNet-18 (ConvMixer-256/8 p1: 3.2x, but fp32+channels_last alone 3.9x); channels_last in
-float32 gave 1.3-2.1x on the smoke ConvMixers, ResNet-20 and the U-Net, 0.85x on the ViT.
+is emulated; 1 thread, torch 2.14; a shared machine, so ratios are +-20 %): bf16 autocast ran
+at 0.2-1.1x float32 on every smoke model, 0.33-0.46x on WRN-40-10, PyramidNet-110, ResNet-18,
+ViT-B/16 and the U-Net 64/4 (ConvMixer-256/8 p1: 3.2x, but fp32+channels_last alone 3.9x);
+channels_last in float32 gave 1.3-2.1x on the smoke ConvMixers, ResNet-20 and the U-Net 8/2,
+0.85x on the small ViT, 0.85-1.1x on the other paper models.
 """
 
 from __future__ import annotations
