@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from ppml.attacks.instahide import (abs_features, encoding_similarity, instahide_attack,
                                     match_reconstructions, reconstruct_groups, train_colour_fix)
 from ppml.encoders import DataMix, InstaHide
-from ppml.encoders.datamix import predict_datamix
+from ppml.train import predict_datamix
 from ppml.encoders.instahide import instahide_loss_hook
 from ppml.keys import PEKey
 

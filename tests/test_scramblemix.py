@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from scipy import stats
 
 from ppml.ciphers import PE, cipher_for
-from ppml.encoders import ScrambleMix, evaluate_views, predict_views
+from ppml.encoders import ScrambleMix
+from ppml.train import evaluate_views, predict_views
 from ppml.encoders.scramblemix import ReferencePE, reference_channel_map
 from ppml.keys import PEKey, channel_permutations
 from ppml.losses import scramblemix_loss, scramblemix_loss_hook, self_teaching_loss

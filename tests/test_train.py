@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -18,7 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ppml.loader import BatchLoader
-from ppml.train import (OPTIMIZERS, SCHEDULES, CheckpointError, evaluate, fit, lr_schedule, predict,
+from ppml.train import (OPTIMIZERS, SCHEDULES, CheckpointError, TrainConfig, evaluate, fit, lr_schedule, predict,
                         seed_everything)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,15 +82,15 @@ def test_fit_learns_and_returns_history(tmp_path):
     assert not list(tmp_path.glob("*.tmp"))
 
 
-def test_same_seed_same_weights_and_cpu_amp_is_float32():
+def test_same_seed_same_weights_and_cpu_auto_amp_is_float32():
     runs = []
-    for amp in (True, False):
+    for amp in ("auto", False):
         m = tiny_cnn()
         torch.manual_seed(1)
         m.load_state_dict(tiny_cnn().state_dict())
         fit(m, make_data(32, 1), epochs=2, batch_size=8, transforms=random_flip, seed=4, amp=amp, device="cpu")
         runs.append(m.state_dict())
-    assert states_equal(*runs)  # deterministic; autocast is never enabled on the CPU
+    assert states_equal(*runs)  # deterministic; "auto" keeps a small model in float32 on the CPU
     m = tiny_cnn()
     torch.manual_seed(1)
     m.load_state_dict(tiny_cnn().state_dict())
@@ -198,6 +199,40 @@ def test_select_best_keeps_best_weights(tmp_path):
 def test_fit_validates_arguments(kw, match):
     with pytest.raises(ValueError, match=match):
         fit(linear(), separable(8), batch_size=8, **kw)
+
+
+def test_train_config_is_the_one_list_of_options():
+    # Every field says how it is validated and whether a resumed run must match it.
+    for f in dataclasses.fields(TrainConfig):
+        assert {"record", "check"} <= set(f.metadata), f.name
+    # fit's keyword arguments are exactly the fields (plus the data and config)
+    with pytest.raises(TypeError, match="unknown option 'weight_decy'.*did you mean 'weight_decay'"):
+        fit(linear(), separable(8), epochs=1, weight_decy=0.1)
+    with pytest.raises(TypeError, match="needs epochs"):
+        fit(linear(), separable(8), batch_size=8)
+    # the record is derived from the fields: every recorded field is there, nothing else but the derived
+    res = fit(linear(), separable(16), epochs=1, batch_size=8, progress=False)
+    recorded = {f.name for f in dataclasses.fields(TrainConfig) if f.metadata["record"]}
+    assert set(res.config) == recorded | {"train_size", "steps_per_epoch", "world_size"}
+    assert res.config["optimizer"] == "sgd" and res.config["loss"] == "cross_entropy"
+    assert res.config["betas"] == [0.9, 0.999] and res.config["steps_per_epoch"] == 2
+
+
+def test_fit_takes_a_config_and_keyword_overrides():
+    kw = dict(epochs=2, batch_size=8, lr=0.1, seed=2, progress=False)
+    runs = []
+    for call in (lambda m: fit(m, separable(32), **kw),
+                 lambda m: fit(m, separable(32), config=TrainConfig(**kw)),
+                 lambda m: fit(m, separable(32), config=TrainConfig(**dict(kw, lr=0.5)), lr=0.1)):
+        m = linear()
+        r = call(m)
+        runs.append((m.state_dict(), [h["train_loss"] for h in r.history], r.config))
+    for other in runs[1:]:
+        assert states_equal(runs[0][0], other[0]) and runs[0][1:] == other[1:]
+    with pytest.raises(TypeError, match="config must be a TrainConfig"):
+        fit(linear(), separable(8), config={"epochs": 1})
+    with pytest.raises(ValueError, match="lr must be > 0"):
+        TrainConfig(epochs=1, lr=-1)
 
 
 def test_public_name_lists():

@@ -10,7 +10,8 @@ views), :func:`~ppml.encoders.instahide.instahide_loss_hook`,
 ``torch.Generator``.
 
 * :class:`ScrambleMix`: mix two scramblings of an image under a key pair;
-  :func:`predict_views` / :func:`evaluate_views` average the posteriors of T views;
+  :func:`ppml.train.predict_views` / :func:`ppml.train.evaluate_views` average the
+  posteriors of T views (inference lives in :mod:`ppml.train`, the higher layer);
 * :class:`InstaHide`: mix k images, then flip the sign of every value;
 * :class:`DataMix`: mix two images in pixel space, then PE-encrypt (documented variant).
 
@@ -23,9 +24,8 @@ views), :func:`~ppml.encoders.instahide.instahide_loss_hook`,
 
 from __future__ import annotations
 
-from ppml.encoders.datamix import DataMix, datamix_loss_hook, predict_datamix
+from ppml.encoders.datamix import DataMix, datamix_loss_hook
 from ppml.encoders.instahide import InstaHide, instahide_loss_hook
-from ppml.encoders.scramblemix import ScrambleMix, evaluate_views, predict_views
+from ppml.encoders.scramblemix import ScrambleMix
 
-__all__ = ["ScrambleMix", "InstaHide", "DataMix", "predict_views", "evaluate_views",
-           "instahide_loss_hook", "datamix_loss_hook", "predict_datamix"]
+__all__ = ["ScrambleMix", "InstaHide", "DataMix", "instahide_loss_hook", "datamix_loss_hook"]

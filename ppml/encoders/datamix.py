@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 from ppml.keys import Key
 
-__all__ = ["DataMix", "DataMixBatch", "datamix_loss_hook", "predict_datamix"]
+__all__ = ["DataMix", "DataMixBatch", "datamix_loss_hook"]
 
 
 class DataMixBatch(NamedTuple):
@@ -118,37 +118,3 @@ def datamix_loss_hook(datamix: DataMix, num_classes: int):
 
     datamix_hook.__qualname__ = "datamix_hook"
     return datamix_hook
-
-
-@torch.no_grad()
-def predict_datamix(model: nn.Module, datamix: DataMix, images: torch.Tensor, partner_images: torch.Tensor,
-                    partner_labels: torch.Tensor, *, num_classes: int, batch_size: int = 256, seed: int = 0,
-                    decode: bool = True) -> torch.Tensor:
-    """Scores ``(N, K)`` for DataMix inference at ``T = 1``: each test image is mixed with one
-    labelled partner the edge owns; with ``decode`` the partner's share ``(1 − λ)·onehot(y')``
-    is removed from the returned posterior (the edge knows λ and y'). Take ``argmax(1)``.
-
-    >>> from ppml.keys import PEKey
-    >>> dm = DataMix(PEKey.generate(image_size=2, seed=0))
-    >>> m = nn.Sequential(nn.Flatten(), nn.Linear(12, 3))
-    >>> s = predict_datamix(m, dm, torch.zeros(5, 3, 2, 2), torch.zeros(4, 3, 2, 2), torch.tensor([0, 1, 2, 0]), num_classes=3)
-    >>> s.shape
-    torch.Size([5, 3])
-    """
-    dev = next(model.parameters()).device
-    g = torch.Generator().manual_seed(int(seed))
-    was = model.training
-    model.eval()
-    out = []
-    try:
-        pool = partner_images.to(dev)
-        for i in range(0, len(images), batch_size):
-            b = datamix.encode(images[i:i + batch_size].to(dev), g, partner_images=pool)
-            p = model(b.images).float().softmax(-1)
-            if decode:
-                yp = F.one_hot(partner_labels.to(dev)[b.partners.to(dev)].long(), num_classes).float()
-                p = p - (1 - b.lam.to(dev)).view(-1, 1) * yp
-            out.append(p.cpu())
-    finally:
-        model.train(was)
-    return torch.cat(out)

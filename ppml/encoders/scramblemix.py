@@ -10,7 +10,7 @@ with images in [0, 1]. The authors' code uses ``P = 4`` pairs and ``α = 5e-3``,
 almost always within 1e-2 of 0 or 1 and a view is essentially one of the ``2P`` scramblings.
 Training uses ``D`` views per image per step (one per pair, :meth:`ScrambleMix.views`); the
 edge sends one view at inference (``T = 1``, :meth:`ScrambleMix.sample`) or ``T`` views whose
-posteriors the server averages (:func:`predict_views`, slides "Inference").
+posteriors the server averages (:func:`ppml.train.predict_views`, slides "Inference").
 
 This is a *randomised encoder*, not a cipher: ``m`` is fresh for every view and is not sent,
 so there is no ``inverse``. Randomness comes from an explicit ``torch.Generator`` (CPU), as
@@ -32,7 +32,7 @@ in [0, 255] — not reproduced (a scale factor the first BatchNorm absorbs).
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -40,13 +40,11 @@ import torch.nn as nn
 
 from ppml.keys import EtCKey, Key, LEKey, PEKey, channel_permutations
 
-__all__ = ["ScrambleMix", "ReferencePE", "reference_channel_map", "predict_views", "evaluate_views",
-           "SCHEMES"]
+__all__ = ["ScrambleMix", "ReferencePE", "reference_channel_map", "SCHEMES"]
 
 #: scrambling schemes selectable by name in :meth:`ScrambleMix.generate`
 SCHEMES = ("pe", "le", "etc")
 _KEYS: dict[str, type[Key]] = {"pe": PEKey, "le": LEKey, "etc": EtCKey}
-_AVERAGES = ("probs", "logits")
 
 
 def reference_channel_map(channels: int = 3) -> np.ndarray:
@@ -261,60 +259,3 @@ class ScrambleMix(nn.Module):
     def extra_repr(self) -> str:
         r = f"mix_ratio={self.mix_ratio}" if self.mix_ratio is not None else f"alpha={self.alpha}"
         return f"num_pairs={self.num_pairs}, {r}, compat={self.compat!r}"
-
-
-def _batched_views(encode: Callable[[torch.Tensor, torch.Generator], torch.Tensor], images: torch.Tensor,
-                   batch_size: int, device: torch.device, seed: int):
-    g = torch.Generator().manual_seed(int(seed))
-    for i in range(0, len(images), batch_size):
-        yield encode(images[i:i + batch_size].to(device), g)
-
-
-@torch.no_grad()
-def predict_views(model: nn.Module, images: torch.Tensor,
-                  encode: Callable[[torch.Tensor, torch.Generator], torch.Tensor], *, average: str = "probs",
-                  batch_size: int = 256, seed: int = 0, device: torch.device | str | None = None,
-                  per_view: bool = False) -> torch.Tensor:
-    """Class probabilities ``(N, K)`` averaged over ``T`` encodings of every image (batched).
-
-    ``encode(x, generator)`` maps a uint8 batch ``(n, C, H, W)`` to ``(n, T, C, H, W)`` float
-    encodings, e.g. ``lambda x, g: sm.views(x, g, num_views=T)``; each batch's ``n·T`` encodings
-    go through the model at once. ``average="probs"`` averages the posteriors (slides,
-    "Inference"); ``"logits"`` averages logits and takes the softmax (the authors' code).
-    ``per_view=True`` returns the un-averaged ``(N, T, K)`` posteriors instead (e.g. to
-    average the first t views for every t ≤ T from one pass).
-
-    >>> m = nn.Sequential(nn.Flatten(), nn.Linear(12, 3))
-    >>> enc = lambda x, g: (x.float() / 255).unsqueeze(1).repeat(1, 4, 1, 1, 1)
-    >>> p = predict_views(m, torch.zeros(5, 3, 2, 2, dtype=torch.uint8), enc)
-    >>> p.shape, bool(torch.allclose(p.sum(1), torch.ones(5)))
-    (torch.Size([5, 3]), True)
-    """
-    if average not in _AVERAGES:
-        raise ValueError(f"average must be one of {', '.join(_AVERAGES)}, got {average!r}")
-    dev = torch.device(device) if device is not None else next(model.parameters()).device
-    was = model.training
-    model.eval()
-    out = []
-    try:
-        for v in _batched_views(encode, torch.as_tensor(images), batch_size, dev, seed):
-            if v.dim() != 5:
-                raise ValueError(f"encode must return (n, T, C, H, W), got shape {tuple(v.shape)}")
-            n, t = v.shape[:2]
-            logits = model(v.reshape(n * t, *v.shape[2:]).float()).float().view(n, t, -1)
-            if per_view:
-                p = logits.softmax(-1)
-            else:
-                p = logits.softmax(-1).mean(1) if average == "probs" else logits.mean(1).softmax(-1)
-            out.append(p.cpu())
-    finally:
-        model.train(was)
-    return torch.cat(out)
-
-
-def evaluate_views(model: nn.Module, data: Any, encode: Callable[[torch.Tensor, torch.Generator], torch.Tensor],
-                   **kw: Any) -> float:
-    """Accuracy of :func:`predict_views` on ``data`` (``.images``/``.labels`` or a pair)."""
-    images, labels = (data.images, data.labels) if hasattr(data, "images") else data
-    p = predict_views(model, images, encode, **kw)
-    return float((p.argmax(1) == torch.as_tensor(labels)).double().mean())
