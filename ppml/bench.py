@@ -47,9 +47,10 @@ import torch
 from ppml.schemes import ATTACK_NAMES, Encryption, Scheme, get_scheme, list_schemes
 from ppml.utils import atomic_write_json, progress
 
-__all__ = ["CONFIGS", "COLUMNS", "BenchResult", "run_bench", "parse_names", "format_table", "main"]
+__all__ = ["CONFIGS", "COLUMNS", "BenchResult", "run_bench", "parse_names", "format_table", "privacy_utility_figure",
+           "examples_figure", "reading", "main"]
 
-BENCH_VERSION = 1
+BENCH_VERSION = 2
 
 # ------------------------------------------------------------------------------------ scales
 # One flat preset per scale (airbench / nanoGPT style): every number the bench uses is here.
@@ -61,7 +62,7 @@ _SMOKE: dict[str, Any] = dict(
     adaptation_out_chans=16, epochs=3, batch_size=64, optimizer="adamw", lr=0.01, weight_decay=0.01,
     schedule="triangular",
     # images for compression, LPIPS, throughput and attacks: real colour photo crops, 32 px
-    n_compress=64, jpeg_quality=85, lossless="png", n_lpips=32, n_throughput=1024, throughput_repeats=3,
+    n_examples=4, n_compress=64, jpeg_quality=85, lossless="png", n_lpips=32, n_throughput=1024, throughput_repeats=3,
     n_victims=32, n_victim_train=256, n_attacker=256,
     # attacker budgets
     gan={"epochs": 2, "width": 8, "d_width": 8, "block_features": 8, "n_res": 1, "batch_size": 32, "lr": 1e-3,
@@ -70,7 +71,8 @@ _SMOKE: dict[str, Any] = dict(
     jigsaw_n=4, le_stats={"restarts": 2, "fw_iters": 20},
     mixing={"n_private": 16, "encodings_per_image": 16},
     # the transformation network h_θ (one α), trained jointly with a ResNet-20 on the bench's training set
-    transformnet={"alpha": 0.01, "n_train": 1000, "epochs": 1, "width": 8, "depth": 1, "batch_size": 64,
+    transformnet={"alpha": 0.01, "n_train": 1000, "identity_epochs": 1, "epochs": 1, "width": 8, "depth": 1,
+                  "batch_size": 64,
                   "optimizer": "adamw", "lr": 1e-3, "schedule": "cosine", "milestones": None},
 )
 _CPU: dict[str, Any] = {
@@ -92,7 +94,7 @@ _PAPER: dict[str, Any] = {
             "lr": 2e-4},  # SIA-GAN's own sizes
     "itn": {"epochs": 200, "width": 64, "depth": 4, "batch_size": 128}, "itn_keys": 8,
     "jigsaw_n": 100, "mixing": {"n_private": 100, "encodings_per_image": 40},
-    "transformnet": {"alpha": 0.01, "n_train": 45000, "epochs": 200, "width": 64, "depth": 4, "batch_size": 128,
+    "transformnet": {"alpha": 0.01, "n_train": 45000, "identity_epochs": 0, "epochs": 200, "width": 64, "depth": 4, "batch_size": 128,
                      "optimizer": "sgd", "lr": 0.1, "schedule": "multistep", "milestones": [60, 120, 160]},
 }
 #: scale → the flat preset (``cpu``: ~30 CPU-minutes; ``paper``: a GPU and CIFAR-10, wired but not run here)
@@ -107,11 +109,28 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "compression": _DATA + ("n_compress", "jpeg_quality", "lossless"),
     "lpips": _DATA + ("n_lpips",),
     "key_space": _DATA,
+    "examples": _DATA + ("n_examples",),
     "throughput": _DATA + ("n_throughput", "throughput_repeats"),
     "fr": _PHOTOS, "gan": _PHOTOS + ("gan",), "itn": _PHOTOS + ("itn", "itn_keys"),
     "jigsaw": _PHOTOS + ("jigsaw_n",), "le_stats": _PHOTOS + ("le_stats",), "mixing": _PHOTOS + ("mixing",),
 }
-BASE_COLUMNS = ("accuracy", "compression", "lpips", "key_space", "throughput")
+BASE_COLUMNS = ("accuracy", "compression", "lpips", "key_space", "throughput", "examples")
+
+
+#: the attacker's and the measurements' budgets: a paper-scale rehearsal keeps the paper's data set and
+#: classifier (their code paths) and takes these from the smoke preset
+_BUDGET_KEYS = ("n_examples", "n_compress", "n_lpips", "n_throughput", "n_victims", "n_victim_train", "n_attacker",
+                "gan", "itn", "itn_keys", "jigsaw_n", "le_stats", "mixing", "transformnet")
+
+
+def _rehearsal_config(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Inside ``python -m ppml.reproduce --scale paper --rehearse`` (no GPU): the CPU and the smoke
+    budgets for everything :func:`ppml.train.fit` does not cap itself."""
+    from ppml.train import rehearsal_caps
+
+    if rehearsal_caps()[0] is None or torch.cuda.is_available():
+        return cfg
+    return {**cfg, "device": "cpu", **{k: CONFIGS["smoke"][k] for k in _BUDGET_KEYS}}
 
 
 # ------------------------------------------------------------------------------------ names
@@ -172,6 +191,8 @@ class _Context:
 
             c, s = self.cfg, int(self.cfg["seed"])
             victims, labels = labelled_photo_crops(int(c["n_victims"]), int(c["image_size"]), seed=s)
+            order = torch.randperm(len(victims), generator=_gen(s))  # any prefix mixes the source photographs
+            victims, labels = victims[order], labels[order]
             victim_train = photo_crops(int(c["n_victim_train"]), int(c["image_size"]), seed=s * 1000 + 7,
                                        sources=list(PRIVATE_SOURCES))
             attacker = photo_crops(int(c["n_attacker"]), int(c["image_size"]), seed=s * 1000 + 1,
@@ -187,14 +208,16 @@ class _Context:
             return photo_crops(int(c["n_compress"]), int(c["image_size"]), seed=int(c["seed"]) * 1000 + 3)
         return self.get("compress", make)
 
-    def floor(self) -> float:
+    def floor(self, n: int | None = None) -> float:
+        """SSIM of the attacker's mean image to the first ``n`` victims (all by default): what no
+        ciphertext at all gives."""
         def make():
             from ppml.metrics import ssim
 
             victims, _, _, attacker = self.photos()
             mean = attacker.float().mean(0, keepdim=True).round().to(torch.uint8).expand_as(victims)
-            return float(ssim(mean, victims).mean())
-        return self.get("floor", make)
+            return ssim(mean, victims)
+        return float(self.get("floor", make)[:n].mean())
 
     def instance(self, scheme: Scheme, seed: int | None = None) -> Encryption:
         s = int(self.cfg["seed"]) if seed is None else int(seed)
@@ -303,12 +326,19 @@ def _cell_throughput(scheme: Scheme, ctx: _Context) -> dict[str, Any]:
     return {"images_per_s": n / max(wall, 1e-9), "n": n, "threads": torch.get_num_threads()}
 
 
+def _cell_examples(scheme: Scheme, ctx: _Context) -> dict[str, Any]:
+    """The first victims as sent (uint8 lists), for the figure of example images."""
+    x = ctx.photos()[0][: int(ctx.cfg["n_examples"])]
+    return {"images": _encode(ctx.instance(scheme), x, int(ctx.cfg["seed"]) + 5).tolist()}
+
+
 def _attack_result(rec: torch.Tensor, ctx: _Context) -> dict[str, Any]:
+    """Mean SSIM of reconstructions of the first ``len(rec)`` victims, and the floor on the same victims."""
     from ppml.metrics import ssim
 
     victims = ctx.photos()[0]
-    rec = rec[: len(victims)]
-    return {"ssim": float(ssim(rec, victims[: len(rec)]).mean()), "floor": ctx.floor(), "n": len(rec)}
+    n = min(len(rec), len(victims))
+    return {"ssim": float(ssim(rec[:n], victims[:n]).mean()), "floor": ctx.floor(n), "n": n}
 
 
 def _cell_fr(scheme: Scheme, ctx: _Context) -> dict[str, Any]:
@@ -405,11 +435,12 @@ def _cell_mixing(scheme: Scheme, ctx: _Context) -> dict[str, Any]:
     else:
         raise ValueError(f"scheme {scheme.name!r} lists the attack on mixing but its Encryption has no "
                          "extras['module'] (an encoder with forward(x, generator))")
-    return {"ssim": float(r["mean_ssim"]), "floor": float(r["floor"]), "n": n}
+    rec = (r["images"].float().clamp(0, 1) * 255).round().to(torch.uint8)  # matched to the victims, in order
+    return {**_attack_result(rec, ctx), "challenge_mean_ssim": float(r["mean_ssim"])}
 
 
 _CELLS = {"accuracy": _cell_accuracy, "compression": _cell_compression, "lpips": _cell_lpips,
-          "key_space": _cell_key_space, "throughput": _cell_throughput, "fr": _cell_fr, "gan": _cell_gan,
+          "key_space": _cell_key_space, "examples": _cell_examples, "throughput": _cell_throughput, "fr": _cell_fr, "gan": _cell_gan,
           "itn": _cell_itn, "jigsaw": _cell_jigsaw, "le_stats": _cell_le_stats, "mixing": _cell_mixing}
 
 
@@ -493,6 +524,26 @@ class BenchResult:
                 tot[col] = round(tot.get(col, 0.0) + float(cell.get("cpu_s", 0.0)), 1)
         return tot
 
+    def privacy_utility(self) -> list[dict[str, Any]]:
+        """Per scheme: accuracy drop (pp), best attack SSIM above its floor (plain: its own images,
+        SSIM 1), JPEG ratio — the points of :func:`privacy_utility_figure`."""
+        pts = []
+        for r in self.rows():
+            gap = r["best attack − floor"]
+            if r["kind"] == "none" and r["floor"] is None:
+                gap = 1.0 - self._floor()
+            if r["Δacc pp"] is None or not isinstance(gap, float):
+                continue
+            pts.append({"scheme": r["scheme"], "acc_drop": -r["Δacc pp"], "attack_gap": gap, "jpeg": r["JPEG85 ×"]})
+        return pts
+
+    def _floor(self) -> float:
+        for cells in self.cells.values():
+            for a in ATTACK_NAMES:
+                if a in cells and a != "mixing":
+                    return float(cells[a]["floor"])
+        return 0.0
+
     def per_scheme(self) -> dict[str, dict[str, Any]]:
         """``scheme → {column: value}`` for ``results.json``."""
         return {r["scheme"]: {k: v for k, v in r.items() if k != "scheme"} for r in self.rows()}
@@ -524,6 +575,7 @@ def run_bench(schemes: str | Sequence[str] | None = None, attacks: str | Sequenc
     unknown = set(config or {}) - set(CONFIGS[scale])
     if unknown:
         raise ValueError(f"unknown config key(s) {sorted(unknown)}: valid keys are {', '.join(CONFIGS[scale])}")
+    cfg = _rehearsal_config(cfg)
     if str(cfg["device"]).startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError(f"scale {scale!r} runs on {cfg['device']!r} but no GPU is visible: run it on a GPU "
                            "machine, or use --scale smoke / cpu")
@@ -557,6 +609,84 @@ def run_bench(schemes: str | Sequence[str] | None = None, attacks: str | Sequenc
 
 
 # ------------------------------------------------------------------------------------ output
+_MARKERS = "osD^vP*Xp<>hH8d"
+
+
+def privacy_utility_figure(result: BenchResult):
+    """Scatter: accuracy drop (x, pp) vs best attack SSIM above the floor (y); marker = scheme,
+    colour = JPEG size ratio at the bench's QF. Lower-left is better on both axes."""
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import Normalize
+
+    pts = result.privacy_utility()
+    fig, ax = plt.subplots(figsize=(7.5, 4.6))
+    jp = [p["jpeg"] for p in pts if p["jpeg"] is not None] or [1.0]
+    norm = Normalize(vmin=min(1.0, min(jp)), vmax=max(1.05, max(jp)))
+    cmap = plt.get_cmap("viridis")
+    for i, p in enumerate(pts):
+        ax.scatter(p["acc_drop"], p["attack_gap"], marker=_MARKERS[i % len(_MARKERS)], s=90, edgecolors="black",
+                   linewidths=0.6, color=cmap(norm(p["jpeg"] if p["jpeg"] is not None else 1.0)), label=p["scheme"])
+    ax.axhline(0, color="grey", lw=0.8, ls="--")
+    ax.set_xlabel("accuracy drop vs plain (points)")
+    ax.set_ylabel("best attack SSIM − no-attack floor")
+    ax.set_title(f"Privacy vs utility (scale: {result.scale})")
+    sm = plt.cm.ScalarMappable(norm=norm, cmap=cmap)
+    fig.colorbar(sm, ax=ax, label=f"JPEG size ×plain (QF {result.config.get('jpeg_quality')})")
+    ax.legend(fontsize=7, ncol=2, loc="upper left", bbox_to_anchor=(1.25, 1.0), frameon=False)
+    return fig
+
+
+def examples_figure(result: BenchResult):
+    """One row per scheme: the first victims (real photo crops) as the scheme sends them."""
+    import matplotlib.pyplot as plt
+
+    rows = [(n, result.cells.get(n, {}).get("examples", {}).get("images")) for n in result.schemes]
+    rows = [(n, torch.tensor(v, dtype=torch.uint8)) for n, v in rows if v]
+    if not rows:
+        raise ValueError("no example images in the result: run run_bench with the 'examples' column first")
+    k = max(len(v) for _, v in rows)
+    fig, axes = plt.subplots(len(rows), k, figsize=(1.3 * k + 1.2, 1.3 * len(rows)), squeeze=False)
+    for i, (name, imgs) in enumerate(rows):
+        for j in range(k):
+            ax = axes[i, j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j < len(imgs):
+                ax.imshow(imgs[j].permute(1, 2, 0).numpy(), interpolation="nearest")
+            if j == 0:
+                ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=8)
+    fig.suptitle(f"Example images as sent, per scheme (real photo crops, 32 px; scale: {result.scale})", fontsize=9)
+    return fig
+
+
+def reading(result: BenchResult) -> str:
+    """A few sentences reading the table, computed from it (every number with its scale)."""
+    rows = {r["scheme"]: r for r in result.rows()}
+    sc = result.scale
+    out = []
+    acc = [(r["acc %"], n) for n, r in rows.items() if r["acc %"] is not None and n != "plain"]
+    if acc and rows.get("plain", {}).get("acc %") is not None:
+        best, worst = max(acc), min(acc)
+        out.append(f"Accuracy (scale {sc}): plain {rows['plain']['acc %']} %; best protected {best[1]} {best[0]} %, "
+                   f"worst {worst[1]} {worst[0]} %.")
+    jp = [(r["JPEG85 ×"], n) for n, r in rows.items() if isinstance(r["JPEG85 ×"], float) and n != "plain"]
+    if jp:
+        near = sorted(n for v, n in jp if v <= 1.1)
+        far = sorted(n for v, n in jp if v > 1.3)
+        out.append(f"JPEG size within 10 % of plain: {', '.join(near) or 'none'}; more than 30 % larger: "
+                   f"{', '.join(far) or 'none'} (scale {sc}).")
+    broken = sorted((r["best attack − floor"], n) for n, r in rows.items()
+                    if isinstance(r["best attack − floor"], float) and r["best attack − floor"] > 0.1)
+    safe = sorted(n for n, r in rows.items()
+                  if isinstance(r["best attack − floor"], float) and r["best attack − floor"] <= 0.0)
+    if broken:
+        out.append("An attack beats the no-attack floor by more than 0.1 SSIM on: "
+                   + ", ".join(f"{n} (+{v:.2f})" for v, n in reversed(broken)) + f" (scale {sc}).")
+    if safe:
+        out.append(f"No attack run here beats the floor on: {', '.join(safe)} (scale {sc}; at this attacker budget).")
+    return "\n".join(out)
+
+
 def format_table(result: BenchResult) -> str:
     """The table as Markdown, with the scale in its caption."""
     from ppml.report import Table

@@ -375,18 +375,31 @@ def _datamix(image_size, channels, seed):
                  description="image transformation network h_θ (one α), trained on the bench's training set",
                  paper="003 (Ito, Kinoshita & Kiya)")
 def _transformnet(image_size, channels, seed, train=None, config=None):
-    from ppml.transformnet import protect, train_transformnet
+    """h_θ trained jointly with a classifier ψ of the bench's own recipe on Eq. (4) (paper 003);
+    ``config["transformnet"]``: ``alpha``, ``n_train``, ``identity_epochs`` (> 0: start h_θ from
+    :func:`~ppml.transformnet.identity_init`, a CPU shortcut not in the paper) and
+    :func:`~ppml.transformnet.train_transformnet` arguments."""
+    from ppml.models import create_model
+    from ppml.transformnet import identity_init, protect, train_transformnet
 
     if train is None:
         raise ValueError("scheme 'transformnet' learns h_θ from the training images: pass train=(images, labels) "
                          "to Scheme.make (ppml.bench does)")
-    cfg = dict((config or {}).get("transformnet", {}))
+    config = dict(config or {})
+    cfg = dict(config.get("transformnet", {}))
     images, labels = train
     n = int(cfg.pop("n_train", len(images)))
-    data = (images[:n], labels[:n])
     alpha = float(cfg.pop("alpha", 0.01))
-    model, _ = train_transformnet(data, alpha=alpha, regime="joint", num_classes=int(labels.max()) + 1,
-                                  seed=seed, progress=False, **cfg)
+    id_epochs = int(cfg.pop("identity_epochs", 0))
+    k = int(labels.max()) + 1
+    h0 = None
+    if id_epochs > 0:
+        h0 = identity_init(images[:n], width=int(cfg.get("width", 64)), depth=int(cfg.get("depth", 4)),
+                           epochs=id_epochs, batch_size=int(cfg.get("batch_size", 128)), seed=seed, progress=False)
+    psi = create_model(config["model"], num_classes=k, **dict(config.get("model_kwargs", {}))) \
+        if "model" in config else None
+    model, _ = train_transformnet((images[:n], labels[:n]), alpha=alpha, regime="joint", num_classes=k, psi=psi,
+                                  h_init=h0, seed=seed, progress=False, **cfg)
     h = model.h.eval()
     return Encryption(encode=lambda x, g=None: protect(h, x), key_space_note="public network",
                       extras={"network": h, "alpha": alpha})
