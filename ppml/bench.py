@@ -65,7 +65,7 @@ _SMOKE: dict[str, Any] = dict(
     n_examples=4, n_compress=64, jpeg_quality=85, lossless="png", n_lpips=32, n_throughput=1024, throughput_repeats=3,
     n_victims=32, n_victim_train=256, n_attacker=256,
     # attacker budgets
-    gan={"epochs": 2, "width": 8, "d_width": 8, "block_features": 8, "n_res": 1, "batch_size": 32, "lr": 1e-3,
+    gan={"epochs": 1, "width": 8, "d_width": 8, "block_features": 8, "n_res": 1, "batch_size": 32, "lr": 1e-3,
          "lr_d": 1e-3, "fix_polarity": True},
     itn={"epochs": 2, "width": 8, "depth": 2, "batch_size": 32}, itn_keys=2,
     jigsaw_n=4, le_stats={"restarts": 2, "fw_iters": 20},
@@ -645,7 +645,10 @@ def examples_figure(result: BenchResult):
     if not rows:
         raise ValueError("no example images in the result: run run_bench with the 'examples' column first")
     k = max(len(v) for _, v in rows)
-    fig, axes = plt.subplots(len(rows), k, figsize=(1.3 * k + 1.2, 1.3 * len(rows)), squeeze=False)
+    cell, left, top = 1.1, 1.5, 0.45  # inches: image side, row labels, title
+    width, height = left + cell * k, top + cell * len(rows)
+    fig, axes = plt.subplots(len(rows), k, figsize=(width, height), squeeze=False)
+    fig.subplots_adjust(left=left / width, right=0.99, bottom=0.01, top=1 - top / height, wspace=0.06, hspace=0.06)
     for i, (name, imgs) in enumerate(rows):
         for j in range(k):
             ax = axes[i, j]
@@ -655,7 +658,8 @@ def examples_figure(result: BenchResult):
                 ax.imshow(imgs[j].permute(1, 2, 0).numpy(), interpolation="nearest")
             if j == 0:
                 ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=8)
-    fig.suptitle(f"Example images as sent, per scheme (real photo crops, 32 px; scale: {result.scale})", fontsize=9)
+    fig.suptitle(f"Example images as sent, per scheme (real photo crops, 32 px; scale: {result.scale})", fontsize=9,
+                 y=1 - 0.1 / height)
     return fig
 
 
