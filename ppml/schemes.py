@@ -375,10 +375,11 @@ def _datamix(image_size, channels, seed):
                  description="image transformation network h_θ (one α), trained on the bench's training set",
                  paper="003 (Ito, Kinoshita & Kiya)")
 def _transformnet(image_size, channels, seed, train=None, config=None):
-    """h_θ trained jointly with a classifier ψ of the bench's own recipe on Eq. (4) (paper 003);
-    ``config["transformnet"]``: ``alpha``, ``n_train``, ``identity_epochs`` (> 0: start h_θ from
-    :func:`~ppml.transformnet.identity_init`, a CPU shortcut not in the paper) and
-    :func:`~ppml.transformnet.train_transformnet` arguments."""
+    """h_θ trained on Eq. (4) (paper 003) with a classifier ψ of the bench's own recipe;
+    ``config["transformnet"]``: ``alpha``, ``n_train``, ``regime`` (``"joint"``: the paper's text,
+    ψ trained with h_θ; ``"frozen"``: the authors' later code, ψ first trained on plain images),
+    ``identity_epochs`` (> 0: start h_θ from :func:`~ppml.transformnet.identity_init`, a CPU
+    shortcut not in the paper) and :func:`~ppml.transformnet.train_transformnet` arguments."""
     from ppml.models import create_model
     from ppml.transformnet import identity_init, protect, train_transformnet
 
@@ -396,9 +397,20 @@ def _transformnet(image_size, channels, seed, train=None, config=None):
     if id_epochs > 0:
         h0 = identity_init(images[:n], width=int(cfg.get("width", 64)), depth=int(cfg.get("depth", 4)),
                            epochs=id_epochs, batch_size=int(cfg.get("batch_size", 128)), seed=seed, progress=False)
+    regime = str(cfg.pop("regime", "joint"))
     psi = create_model(config["model"], num_classes=k, **dict(config.get("model_kwargs", {}))) \
         if "model" in config else None
-    model, _ = train_transformnet((images[:n], labels[:n]), alpha=alpha, regime="joint", num_classes=k, psi=psi,
+    if regime == "frozen":  # ψ: the bench's classifier recipe trained on plain images first, then frozen
+        from ppml.train import fit
+
+        if psi is None:
+            raise ValueError("transformnet regime 'frozen' needs config['model'] (the classifier ψ to pre-train)")
+        fit(psi, (images, labels), epochs=int(config.get("epochs", 1)), batch_size=int(config.get("batch_size", 64)),
+            optimizer=config.get("optimizer", "adamw"), lr=float(config.get("lr", 0.01)),
+            weight_decay=float(config.get("weight_decay", 0.01)), schedule=config.get("schedule", "triangular"),
+            seed=seed, progress=False, device=config.get("device"))
+        psi = psi.cpu() if config.get("device", "cpu") == "cpu" else psi
+    model, _ = train_transformnet((images[:n], labels[:n]), alpha=alpha, regime=regime, num_classes=k, psi=psi,
                                   h_init=h0, seed=seed, progress=False, **cfg)
     h = model.h.eval()
     return Encryption(encode=lambda x, g=None: protect(h, x), key_space_note="public network",
