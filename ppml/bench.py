@@ -72,9 +72,9 @@ _SMOKE: dict[str, Any] = dict(
     mixing={"n_private": 16, "encodings_per_image": 16},
     # the transformation network h_θ (one α) on the bench's training set; "frozen": ψ = the bench's classifier
     # trained on plain images first (the authors' later code; notebook 04's smoke regime), h_θ from an identity init
-    transformnet={"alpha": 0.01, "regime": "frozen", "n_train": 1000, "identity_epochs": 1, "epochs": 1, "width": 8,
-                  "depth": 1, "batch_size": 64,
-                  "optimizer": "adamw", "lr": 1e-3, "schedule": "cosine", "milestones": None},
+    transformnet={"alpha": 0.01, "regime": "frozen", "n_train": 1000, "identity_epochs": 4, "identity_lr": 0.01,
+                  "epochs": 1, "width": 8, "depth": 1, "batch_size": 64, "optimizer": "adamw", "lr": 0.005,
+                  "weight_decay": 0.0, "schedule": "cosine", "milestones": None},
 )
 _CPU: dict[str, Any] = {
     **_SMOKE, "n_train_per_class": None, "n_test_per_class": None, "epochs": 10,
@@ -95,7 +95,8 @@ _PAPER: dict[str, Any] = {
             "lr": 2e-4},  # SIA-GAN's own sizes
     "itn": {"epochs": 200, "width": 64, "depth": 4, "batch_size": 128}, "itn_keys": 8,
     "jigsaw_n": 100, "mixing": {"n_private": 100, "encodings_per_image": 40},
-    "transformnet": {"alpha": 0.01, "regime": "joint", "n_train": 45000, "identity_epochs": 0, "epochs": 200, "width": 64, "depth": 4, "batch_size": 128,
+    "transformnet": {"alpha": 0.01, "regime": "joint", "n_train": 45000, "identity_epochs": 0, "identity_lr": 0.01,
+                     "epochs": 200, "width": 64, "depth": 4, "batch_size": 128, "weight_decay": 5e-4,
                      "optimizer": "sgd", "lr": 0.1, "schedule": "multistep", "milestones": [60, 120, 160]},
 }
 #: scale → the flat preset (``cpu``: ~30 CPU-minutes; ``paper``: a GPU and CIFAR-10, wired but not run here)

@@ -378,8 +378,8 @@ def _transformnet(image_size, channels, seed, train=None, config=None):
     """h_θ trained on Eq. (4) (paper 003) with a classifier ψ of the bench's own recipe;
     ``config["transformnet"]``: ``alpha``, ``n_train``, ``regime`` (``"joint"``: the paper's text,
     ψ trained with h_θ; ``"frozen"``: the authors' later code, ψ first trained on plain images),
-    ``identity_epochs`` (> 0: start h_θ from :func:`~ppml.transformnet.identity_init`, a CPU
-    shortcut not in the paper) and :func:`~ppml.transformnet.train_transformnet` arguments."""
+    ``identity_epochs`` / ``identity_lr`` (> 0: start h_θ from
+    :func:`~ppml.transformnet.identity_init`, a CPU shortcut not in the paper) and :func:`~ppml.transformnet.train_transformnet` arguments."""
     from ppml.models import create_model
     from ppml.transformnet import identity_init, protect, train_transformnet
 
@@ -392,11 +392,13 @@ def _transformnet(image_size, channels, seed, train=None, config=None):
     n = int(cfg.pop("n_train", len(images)))
     alpha = float(cfg.pop("alpha", 0.01))
     id_epochs = int(cfg.pop("identity_epochs", 0))
+    id_lr = float(cfg.pop("identity_lr", 1e-3))
     k = int(labels.max()) + 1
     h0 = None
     if id_epochs > 0:
         h0 = identity_init(images[:n], width=int(cfg.get("width", 64)), depth=int(cfg.get("depth", 4)),
-                           epochs=id_epochs, batch_size=int(cfg.get("batch_size", 128)), seed=seed, progress=False)
+                           epochs=id_epochs, batch_size=int(cfg.get("batch_size", 128)), lr=id_lr, seed=seed,
+                           progress=False)
     regime = str(cfg.pop("regime", "joint"))
     psi = create_model(config["model"], num_classes=k, **dict(config.get("model_kwargs", {}))) \
         if "model" in config else None
