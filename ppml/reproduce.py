@@ -48,6 +48,7 @@ NOTEBOOKS: dict[str, tuple[str, str]] = {
     "03_isotropic_etc": ("002", "MaungMaung, Kiya — Privacy-preserving classification with isotropic networks"),
     "04_transformation_network": ("003", "Ito, Kinoshita, Kiya — Image transformation network"),
     "05_key_generation": ("004", "Madono, Tanaka, Onishi, Ogawa — Scrambling parameter generation"),
+    "06_benchmark": ("–", "Benchmark of every scheme in one table (not a paper)"),
 }
 #: The paper artifacts (figure and table names) each notebook must write.
 ARTIFACTS: dict[str, tuple[str, ...]] = {
@@ -57,6 +58,7 @@ ARTIFACTS: dict[str, tuple[str, ...]] = {
                          "fig_attack_curves"),
     "04_transformation_network": ("table1", "fig3", "fig4", "fig5"),
     "05_key_generation": ("fig3", "table1", "fig4", "fig5", "table2", "table3"),
+    "06_benchmark": ("table_schemes", "fig_privacy_utility", "fig_examples"),
 }
 RESERVED_KEYS = {"requires"}
 
