@@ -2,7 +2,8 @@
 
 Every notebook makes one :class:`Report` and saves each of its paper artifacts through it::
 
-    rep = Report("03_isotropic_etc", scale=scale, params={"epochs": epochs})
+    params = notebook_params(globals())                        # every name of the parameters cell
+    rep = Report("03_isotropic_etc", scale=scale, params=params)
     rep.figure(fig, "fig2", "EtC procedure step by step")      # fig2.png + fig2.pdf
     rep.table(rows, "table2", "Accuracy, plain vs EtC")         # table2.csv + table2.md
     rep.record(acc_plain=0.871)                                 # key numbers
@@ -32,7 +33,7 @@ from ppml import __version__
 from ppml.utils import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 __all__ = ["SCALES", "VERDICTS", "Report", "Table", "figures_root", "repo_root", "environment_info",
-           "load_results", "verdict_markdown"]
+           "load_results", "notebook_params", "verdict_markdown"]
 
 SCALES = ("smoke", "paper")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -114,6 +115,41 @@ def environment_info() -> dict[str, Any]:
     except Exception:
         info["device"] = None
     return info
+
+
+#: Names a Jupyter kernel or papermill puts into a notebook's globals that are not parameters.
+_KERNEL_NAMES = frozenset({"In", "Out", "get_ipython", "exit", "quit", "open"})
+
+
+def _is_literal(v: Any) -> bool:
+    if v is None or isinstance(v, (bool, int, float, str)):
+        return True
+    if isinstance(v, (list, tuple)):
+        return all(_is_literal(x) for x in v)
+    if isinstance(v, dict):
+        return all(isinstance(k, (str, int, float, bool)) and _is_literal(x) for k, x in v.items())
+    return False
+
+
+def notebook_params(namespace: Mapping[str, Any]) -> dict[str, Any]:
+    """Every parameter of a notebook, read from its globals (nanoGPT's ``config_keys`` idiom).
+
+    Call it as ``params = notebook_params(globals())`` right after the imports of the cell that
+    follows the parameters cell, before any other assignment: at that point the globals hold
+    the parameters cell's names (with papermill's injected values) plus modules, classes and
+    functions, which are left out, as are private names and the kernel's own (``In``, ``Out``,
+    …). Only literal values are parameters (``None``, numbers, strings and lists / tuples /
+    dicts of them), so no list of names is typed by hand and a new parameter cannot be
+    forgotten in ``results.json``. Order: the parameters cell's.
+
+    >>> import math
+    >>> ns = {"scale": "smoke", "epochs": 3, "sizes": [4, 8], "kw": {"dim": 64}, "math": math,
+    ...       "_tmp": 1, "In": [""], "f": print}
+    >>> notebook_params(ns)
+    {'scale': 'smoke', 'epochs': 3, 'sizes': [4, 8], 'kw': {'dim': 64}}
+    """
+    return {k: v for k, v in dict(namespace).items()
+            if not k.startswith("_") and k not in _KERNEL_NAMES and _is_literal(v)}
 
 
 def _fmt(v: Any) -> str:

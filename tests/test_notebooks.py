@@ -58,6 +58,32 @@ def test_parameters_cell_declares_smoke_scale(stem):
         reproduce.check_parameters(stem, declared, given)
 
 
+@pytest.mark.parametrize("stem", PRESENT)
+def test_every_parameter_is_recorded_without_a_hand_typed_list(stem):
+    """nanoGPT's config_keys idiom: the cell after the parameters cell records its globals
+    (``params = notebook_params(globals())``) before any other assignment, and hands them to
+    the Report, so ``results.json`` holds every parameter of the parameters cell."""
+    import ast
+
+    from ppml.report import notebook_params
+
+    nb = nbformat.read(NB_DIR / f"{stem}.ipynb", as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert "parameters" in code[0].metadata.get("tags", []), "the first code cell is the parameters cell"
+    ns: dict = {}
+    exec(code[0].source, ns)  # literals only
+    assert list(notebook_params(ns)) == list(reproduce.declared_parameters(NB_DIR / f"{stem}.ipynb"))
+    body = ast.parse(code[1].source).body
+    first = next(i for i, st in enumerate(body) if not isinstance(st, (ast.Import, ast.ImportFrom)))
+    assert ast.unparse(body[first]) == "params = notebook_params(globals())", (
+        f"{stem}: the first statement after the imports of cell 2 must be params = notebook_params(globals())")
+    reports = [n for n in ast.walk(ast.parse(code[1].source))
+               if isinstance(n, ast.Call) and getattr(n.func, "id", None) == "Report"]
+    assert len(reports) == 1
+    given = {k.arg: k.value for k in reports[0].keywords}
+    assert "params" in given and "params" in {n.id for n in ast.walk(given["params"]) if isinstance(n, ast.Name)}
+
+
 @pytest.fixture(scope="session")
 def figures_dir() -> Path:
     return Path(os.environ["PPML_FIGURES"])
@@ -75,6 +101,8 @@ def test_results_json_complete(stem, figures_dir, tmp_path_factory):
     assert res["scale"] == "smoke" and res["notebook"] == stem
     assert res["environment"]["torch"] and res["seconds"] > 0
     assert res["results"], "results.json must hold the notebook's key numbers"
+    declared = reproduce.declared_parameters(NB_DIR / f"{stem}.ipynb")
+    assert set(declared) <= set(res["params"]), f"{stem}: parameters missing from results.json"
     missing = set(reproduce.ARTIFACTS[stem]) - set(res["artifacts"])
     assert not missing, f"{stem} did not write artifacts {sorted(missing)}"
     for art, meta in res["artifacts"].items():
