@@ -16,7 +16,7 @@ One row per scheme, one column per measurement:
   An attack that does not apply to a scheme is ``"n/a"``, never 0.
 
 Accuracy uses the classification data set of the scale; compression, LPIPS, throughput and the
-attacks use real colour photo crops (``ppml.data.photo_crops``; victims and attacker from
+attacks use real colour photo crops (``ppml.datasets.photo_crops``; victims and attacker from
 different photographs), the same for every scheme.
 
 Cells are cached: one JSON per (scale, scheme, column) under ``build/bench/<scale>/`` with a
@@ -173,7 +173,7 @@ class _Context:
 
     def classification(self):
         def make():
-            from ppml.data import load_dataset
+            from ppml.datasets import load_dataset
 
             c, size = self.cfg, self.cfg["image_size"]
             tr = load_dataset(c["dataset"], "train", size=size)
@@ -189,7 +189,7 @@ class _Context:
         """(victims, victim labels, victims' other images, attacker's images): photo crops."""
         def make():
             from ppml.attacks.instahide import PRIVATE_SOURCES, PUBLIC_SOURCES, labelled_photo_crops
-            from ppml.data import photo_crops
+            from ppml.datasets import photo_crops
 
             c, s = self.cfg, int(self.cfg["seed"])
             victims, labels = labelled_photo_crops(int(c["n_victims"]), int(c["image_size"]), seed=s)
@@ -204,7 +204,7 @@ class _Context:
 
     def compress_images(self) -> torch.Tensor:
         def make():
-            from ppml.data import photo_crops
+            from ppml.datasets import photo_crops
 
             c = self.cfg
             return photo_crops(int(c["n_compress"]), int(c["image_size"]), seed=int(c["seed"]) * 1000 + 3)
@@ -425,7 +425,7 @@ def _cell_mixing(scheme: Scheme, ctx: _Context) -> dict[str, Any]:
     n = min(int(m["n_private"]), len(victims))
     priv, lab = victims[:n], labels[:n]
     module = ctx.instance(scheme).extras.get("module")
-    from ppml.ciphers import InstaHide
+    from ppml.encoders import InstaHide
 
     if isinstance(module, InstaHide):
         r = ih.instahide_challenge(priv, lab, attacker, mode="inside", encodings_per_image=int(m["encodings_per_image"]),

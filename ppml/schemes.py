@@ -21,6 +21,10 @@ Kinds (:data:`KINDS`): ``"none"`` (plain images), ``"cipher"`` (a secret key; in
 it), ``"encoder"`` (randomised; no key space, no inverse) and ``"learned"`` (a public trained
 network, here the transformation network h_θ: no key at all).
 
+Layering: the registry gathers every scheme, the paper-specific ones too, so it sits above
+:mod:`ppml.papers` (whose factories it imports lazily, when a scheme is made) and below
+:mod:`ppml.bench`; nothing below imports it.
+
 >>> sorted(list_schemes())[:3]
 ['block-scramble', 'block-scramble-set', 'datamix']
 >>> s = get_scheme("etc-8"); s.kind, s.block_size, s.attacks
@@ -247,7 +251,7 @@ BLOCK_SCRAMBLE_SET_SIZE = 4
                  description=f"block scrambling, a key per image drawn from a set of N = {BLOCK_SCRAMBLE_SET_SIZE}",
                  paper="001 (Chuman & Kiya)")
 def _block_scramble_set(image_size, channels, seed):
-    from ppml.data import EncryptBatch
+    from ppml.transforms import EncryptBatch
     from ppml.keys import BlockScrambleKey
 
     keys = [BlockScrambleKey.generate(image_size=image_size, block_size=8, channels=channels, seed=_seed(seed, i))
@@ -322,7 +326,7 @@ for _b in (4, 8, 16):
                  description="ScrambleMix: P = 4 PE key pairs mixed with m ~ Beta(5e-3, 5e-3); one view per image",
                  paper="000 (Madono, Tanaka & Onishi)")
 def _scramblemix(image_size, channels, seed):
-    from ppml.ciphers import ScrambleMix
+    from ppml.encoders import ScrambleMix
 
     sm = ScrambleMix.generate(num_pairs=4, scheme="pe", image_size=image_size, seed=seed)
 
@@ -334,8 +338,8 @@ def _scramblemix(image_size, channels, seed):
 @register_scheme("instahide", kind="encoder",
                  description="InstaHide, k = 4 private images mixed, random sign per value", paper="000 baseline")
 def _instahide(image_size, channels, seed):
-    from ppml.ciphers import InstaHide
-    from ppml.ciphers.instahide import instahide_loss_hook
+    from ppml.encoders import InstaHide
+    from ppml.encoders.instahide import instahide_loss_hook
 
     ih = InstaHide(k=4)
 
@@ -357,8 +361,8 @@ def _instahide(image_size, channels, seed):
                  description="DataMix (pixel-space variant): mix with a partner (λ ≥ 0.5), then PE",
                  paper="000 baseline")
 def _datamix(image_size, channels, seed):
-    from ppml.ciphers import DataMix
-    from ppml.ciphers.datamix import datamix_loss_hook
+    from ppml.encoders import DataMix
+    from ppml.encoders.datamix import datamix_loss_hook
     from ppml.keys import PEKey
 
     dm = DataMix(PEKey.generate(image_size=image_size, channels=channels, seed=_seed(seed)))
@@ -379,9 +383,9 @@ def _transformnet(image_size, channels, seed, train=None, config=None):
     ``config["transformnet"]``: ``alpha``, ``n_train``, ``regime`` (``"joint"``: the paper's text,
     ψ trained with h_θ; ``"frozen"``: the authors' later code, ψ first trained on plain images),
     ``identity_epochs`` / ``identity_lr`` (> 0: start h_θ from
-    :func:`~ppml.transformnet.identity_init`, a CPU shortcut not in the paper) and :func:`~ppml.transformnet.train_transformnet` arguments."""
+    :func:`~ppml.papers.transformation_network.identity_init`, a CPU shortcut not in the paper) and :func:`~ppml.papers.transformation_network.train_transformnet` arguments."""
     from ppml.models import create_model
-    from ppml.transformnet import identity_init, protect, train_transformnet
+    from ppml.papers.transformation_network import identity_init, protect, train_transformnet
 
     if train is None:
         raise ValueError("scheme 'transformnet' learns h_θ from the training images: pass train=(images, labels) "
