@@ -75,8 +75,8 @@ def main(argv: list[str] | None = None) -> None:
     for data, scheme, key, vic, atk in cases:
         enc = cipher_for(key)(vic)
         out = {}
-        wall, cpu = best_time(lambda: out.update(r=le_statistics_attack(enc, atk, block_size=4, seed=a.seed)),
-                              a.repeats)
+        wall, cpu = best_time(lambda: out.update(r=le_statistics_attack(train_plain=atk, test_protected=enc,
+                                                                        block_size=4, seed=a.seed)), a.repeats)
         r = out["r"]
         exact = 100 * float((r.images == vic).flatten(1).all(1).float().mean())
         print(f"{'LE-statistics':14s} {scheme:7s} {data:22s} {cpu:7.2f} {wall:7.2f} "
