@@ -84,7 +84,8 @@ def main(argv: list[str] | None = None) -> None:
     counts = [n for n in a.curve if n <= a.victims]
     if counts:
         enc = cipher_for(cases[0][2])(victims)
-        curve = le_stats_curve(enc, victims, attacker, counts, block_size=4, seed=a.seed)
+        curve = le_stats_curve(train_plain=attacker, test_protected=enc, test_plain=victims, counts=counts,
+                               block_size=4, seed=a.seed)
         print("\nLE-statistics on LE against the number of victim images (photos, other sources)")
         print(f"{'victims':>8s} {'SSIM':>7s} {'exact %':>8s} {'cpu s':>7s}")
         for n, row in curve.items():

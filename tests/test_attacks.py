@@ -200,8 +200,10 @@ def test_gan_attack_shapes_determinism_and_learning():
     assert hist["pixel"][-1] < 0.9 * hist["pixel"][0]
     assert len(hist["d_loss"]) == 4 and all(np.isfinite(hist["d_loss"]))
     small = dict(block_size=4, epochs=1, paired=True, width=4, d_width=4, block_features=4, batch_size=16)
-    assert not torch.equal(gan_attack(train_plain=plain[:32], train_protected=enc[:32], test_protected=enc[:4], seed=3, **small),
-                           gan_attack(train_plain=plain[:32], train_protected=enc[:32], test_protected=enc[:4], seed=4, **small))
+    assert not torch.equal(gan_attack(train_plain=plain[:32], train_protected=enc[:32], test_protected=enc[:4], seed=3,
+                                      **small),
+                           gan_attack(train_plain=plain[:32], train_protected=enc[:32], test_protected=enc[:4], seed=4,
+                                      **small))
 
 
 def test_gan_attack_ssim_curve():
@@ -211,7 +213,8 @@ def test_gan_attack_ssim_curve():
     victims = photo_crops(6, 16, seed=10)
     le = cipher_for(LEKey.generate(image_size=16, block_size=4, seed=1))
     calls = []
-    rec, hist = gan_attack(train_plain=plain, train_protected=le(plain), test_protected=le(victims), block_size=4, epochs=3, batch_size=8, seed=0,
+    rec, hist = gan_attack(train_plain=plain, train_protected=le(plain), test_protected=le(victims), block_size=4,
+                           epochs=3, batch_size=8, seed=0,
                            input="nibbles", shared_blocks=True, width=4, d_width=4, block_features=4,
                            eval_every=2, eval_fn=lambda r: calls.append(r) or float(ssim(r, victims).mean()),
                            return_history=True)
@@ -223,7 +226,8 @@ def test_gan_attack_ssim_curve():
 def test_gan_attack_unpaired_nibbles_labels_and_tv_run():
     plain = photo_crops(32, 8, seed=8)
     enc = torch.randint(0, 256, (24, 3, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
-    rec, hist = gan_attack(train_plain=plain, train_protected=enc, test_protected=enc[:3], block_size=4, epochs=1, seed=0, input="nibbles", width=4, d_width=4,
+    rec, hist = gan_attack(train_plain=plain, train_protected=enc, test_protected=enc[:3], block_size=4, epochs=1,
+                           seed=0, input="nibbles", width=4, d_width=4,
                            block_features=4, batch_size=8, labels=torch.arange(24) % 3, tv_weight=1e-3,
                            fix_polarity=True, return_history=True)
     assert rec.shape == (3, 3, 8, 8) and hist["pixel"] == [0.0] and hist["ce"][0] > 0
@@ -238,10 +242,13 @@ def test_gan_attack_resumes_from_its_checkpoint_bit_for_bit(tmp_path):
     kw = dict(block_size=4, seed=1, input="nibbles", width=4, d_width=4, block_features=4, batch_size=8)
     full = gan_attack(train_plain=plain, train_protected=enc, test_protected=enc[:4], epochs=3, **kw)
     ck = tmp_path / "gan.pt"
-    gan_attack(train_plain=plain, train_protected=enc, test_protected=enc[:4], epochs=1, checkpoint=ck, **kw)  # "killed" after one epoch
-    assert torch.equal(gan_attack(train_plain=plain, train_protected=enc, test_protected=enc[:4], epochs=3, checkpoint=ck, **kw), full)
+    gan_attack(train_plain=plain, train_protected=enc, test_protected=enc[:4], epochs=1, checkpoint=ck,
+               **kw)  # "killed" after one epoch
+    assert torch.equal(gan_attack(train_plain=plain, train_protected=enc, test_protected=enc[:4], epochs=3,
+                                  checkpoint=ck, **kw), full)
     with pytest.raises(ValueError, match="other data or settings"):
-        gan_attack(train_plain=plain, train_protected=enc, test_protected=enc[:4], epochs=3, checkpoint=ck, **{**kw, "seed": 2})
+        gan_attack(train_plain=plain, train_protected=enc, test_protected=enc[:4], epochs=3, checkpoint=ck,
+                   **{**kw, "seed": 2})
     ck.write_bytes(b"junk")
     with pytest.raises(ValueError, match="corrupt"):
         gan_attack(train_plain=plain, train_protected=enc, test_protected=enc[:4], epochs=3, checkpoint=ck, **kw)
@@ -267,17 +274,20 @@ def test_gan_attack_errors():
     with pytest.raises(ValueError, match="must be uint8"):
         gan_attack(train_plain=x.float(), train_protected=x, test_protected=x, block_size=4, epochs=1)
     with pytest.raises(ValueError, match="image sizes differ"):
-        gan_attack(train_plain=x, train_protected=x, test_protected=torch.zeros(1, 3, 16, 16, dtype=torch.uint8), block_size=4, epochs=1)
+        gan_attack(train_plain=x, train_protected=x, test_protected=torch.zeros(1, 3, 16, 16, dtype=torch.uint8),
+                   block_size=4, epochs=1)
     with pytest.raises(ValueError, match="unknown input"):
         gan_attack(train_plain=x, train_protected=x, test_protected=x, block_size=4, epochs=1, input="bits")
     with pytest.raises(ValueError, match="epochs must be an int"):
         gan_attack(train_plain=x, train_protected=x, test_protected=x, block_size=4, epochs=0)
     with pytest.raises(ValueError, match="divisible by 8"):
-        gan_attack(train_plain=x[..., :4, :4], train_protected=x[..., :4, :4], test_protected=x[..., :4, :4], block_size=4, epochs=1)
+        gan_attack(train_plain=x[..., :4, :4], train_protected=x[..., :4, :4], test_protected=x[..., :4, :4],
+                   block_size=4, epochs=1)
     with pytest.raises(ValueError, match="eval_every needs eval_fn"):
         gan_attack(train_plain=x, train_protected=x, test_protected=x, block_size=4, epochs=1, eval_every=1)
     with pytest.raises(ValueError, match="labels must be"):
-        gan_attack(train_plain=x, train_protected=x, test_protected=x, block_size=4, epochs=1, labels=torch.zeros(3, dtype=torch.long))
+        gan_attack(train_plain=x, train_protected=x, test_protected=x, block_size=4, epochs=1,
+                   labels=torch.zeros(3, dtype=torch.long))
 
 
 def test_run_attacks_threat_model_and_scores():

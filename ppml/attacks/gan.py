@@ -88,8 +88,8 @@ RNG is left untouched).
 
 >>> import torch
 >>> x = torch.randint(0, 256, (16, 3, 8, 8), dtype=torch.uint8)
->>> rec = gan_attack(train_plain=x, train_protected=x, test_protected=x[:4], block_size=4, epochs=1, seed=0, width=4, d_width=4, block_features=4,
-...                  batch_size=8)
+>>> rec = gan_attack(train_plain=x, train_protected=x, test_protected=x[:4], block_size=4, epochs=1, seed=0,
+...                  width=4, d_width=4, block_features=4, batch_size=8)
 >>> rec.shape, rec.dtype
 (torch.Size([4, 3, 8, 8]), torch.uint8)
 """

@@ -129,8 +129,8 @@ def run_attacks(victim: torch.Tensor, victim_train: torch.Tensor, attacker_plain
             kw = {**GAN_CPU, "epochs": gan_epochs, "block_size": (gan_block or {}).get(scheme, 4),
                   "input": (gan_input or {}).get(scheme, "bytes"), **dict(gan_kwargs or {}),
                   **dict((gan_scheme_kwargs or {}).get(scheme, {}))}
-            r = gan_attack(train_plain=attacker_plain, train_protected=victim_key(victim_train), test_protected=victim_enc,
-                           seed=seed, **kw, **track)
+            r = gan_attack(train_plain=attacker_plain, train_protected=victim_key(victim_train),
+                           test_protected=victim_enc, seed=seed, **kw, **track)
             if eval_every:
                 r, hist = r
                 curve(f"GAN {scheme}", hist)
