@@ -13,7 +13,9 @@ from ppml._checks import (DTypeError, RangeError, ShapeError, check_batch, check
 from ppml.attacks import fr_attack, gan_attack, itn_attack, le_statistics_attack
 from ppml.attacks import jigsaw as J
 from ppml.attacks.instahide import carlini_attack, instahide_attack
+from ppml.ciphers import cipher_for
 from ppml.compression import encoded_size
+from ppml.keys import EtCKey
 from ppml.metrics import psnr, ssim
 
 
@@ -112,6 +114,7 @@ def test_check_same_length_and_choice():
 
 # ------------------------------------------------------------------ every entry point: same defect, same type
 _GOOD = _good()
+_ETC = cipher_for(EtCKey.generate(image_size=16, block_size=8, seed=0))
 
 # entry point -> (call with the bad batch in its images argument, that argument's name, accepts floats)
 ENTRIES = {
@@ -130,6 +133,7 @@ ENTRIES = {
     "carlini_attack": (lambda bad: carlini_attack(encodings=bad, targets=torch.ones(4, 2), n_private=2, k_private=1,
                                                   public=_GOOD.float() / 255), "encodings", True),
     "encoded_size": (lambda bad: encoded_size(bad, "png"), "x", False),
+    "EtC cipher": (lambda bad: _ETC(bad), "EtC", True),
 }
 
 
@@ -150,10 +154,11 @@ DEFECTS = {
 }
 
 # where the argument accepts any float values (InstaHide's encodings live in a declared range)
-# or an empty batch (an empty batch codes to no files), that defect is not a defect there
+# or an empty batch (an empty batch codes to no files, encrypts to an empty batch), that defect is not a
+# defect there
 _NOT_A_DEFECT = {("instahide_attack", "float 0..255 where [0, 1] or uint8 is expected"),
                  ("carlini_attack", "float 0..255 where [0, 1] or uint8 is expected"),
-                 ("encoded_size", "empty batch")}
+                 ("encoded_size", "empty batch"), ("EtC cipher", "empty batch")}
 
 
 @pytest.mark.parametrize("defect", list(DEFECTS))
