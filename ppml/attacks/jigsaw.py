@@ -1076,6 +1076,7 @@ def jigsaw_attack(*, test_protected: torch.Tensor, block_size: int, scheme: str 
     (1.0, 1.0)
     """
     t0 = time.process_time()
+    _grid(test_protected, block_size, "jigsaw_attack", name="test_protected", value_range=(0.0, 1.0))
     encrypted, original = test_protected, test_plain
     sol = solve(encrypted, block_size, scheme=scheme, **solve_kwargs)
     out: dict[str, Any] = {"arrangement": sol}
