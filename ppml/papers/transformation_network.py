@@ -51,7 +51,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ppml._checks import check_images
+from ppml._checks import ShapeError, check_images
 from ppml.losses import feature_reconstruction_loss, image_mse_loss
 from ppml.models import create_model
 from ppml.train import FitResult, fit
@@ -65,8 +65,11 @@ REGIMES = ("joint", "frozen")
 
 
 def _check_images(x: Any, name: str) -> torch.Tensor:
-    # RGB only: grey images are replicated to 3 channels by the caller
-    return check_images(x, name, "transformation_network", channels=3, allow_empty=True, value_range=None)
+    check_images(x, name, "transformation_network", allow_empty=True, value_range=None)
+    if x.shape[1] != 3:
+        raise ShapeError(f"transformation_network: {name} must be a batch of RGB images (N, 3, H, W), got shape "
+                         f"{tuple(x.shape)}; replicate grey images to 3 channels")
+    return x
 
 
 class TransformNet(nn.Module):
