@@ -75,8 +75,8 @@ def main(argv: list[str] | None = None) -> None:
     for data, scheme, key, vic, atk in cases:
         enc = cipher_for(key)(vic)
         out = {}
-        wall, cpu = best_time(lambda: out.update(r=le_statistics_attack(enc, atk, block_size=4, seed=a.seed)),
-                              a.repeats)
+        wall, cpu = best_time(lambda: out.update(r=le_statistics_attack(train_plain=atk, test_protected=enc,
+                                                                        block_size=4, seed=a.seed)), a.repeats)
         r = out["r"]
         exact = 100 * float((r.images == vic).flatten(1).all(1).float().mean())
         print(f"{'LE-statistics':14s} {scheme:7s} {data:22s} {cpu:7.2f} {wall:7.2f} "
@@ -84,7 +84,8 @@ def main(argv: list[str] | None = None) -> None:
     counts = [n for n in a.curve if n <= a.victims]
     if counts:
         enc = cipher_for(cases[0][2])(victims)
-        curve = le_stats_curve(enc, victims, attacker, counts, block_size=4, seed=a.seed)
+        curve = le_stats_curve(train_plain=attacker, test_protected=enc, test_plain=victims, counts=counts,
+                               block_size=4, seed=a.seed)
         print("\nLE-statistics on LE against the number of victim images (photos, other sources)")
         print(f"{'victims':>8s} {'SSIM':>7s} {'exact %':>8s} {'cpu s':>7s}")
         for n, row in curve.items():

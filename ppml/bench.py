@@ -348,7 +348,7 @@ def _cell_fr(scheme: Scheme, ctx: _Context) -> dict[str, Any]:
 
     victims, _, _, attacker = ctx.photos()
     y = _encode(ctx.instance(scheme), victims, int(ctx.cfg["seed"]) + 10)
-    return _attack_result(fr_attack(y, reference=attacker), ctx)
+    return _attack_result(fr_attack(test_protected=y, train_plain=attacker), ctx)
 
 
 def _cell_gan(scheme: Scheme, ctx: _Context) -> dict[str, Any]:
@@ -358,8 +358,8 @@ def _cell_gan(scheme: Scheme, ctx: _Context) -> dict[str, Any]:
     victims, _, victim_train, attacker = ctx.photos()
     inst = ctx.instance(scheme)
     opts = {"block_size": scheme.block_size or 4, **dict(scheme.attack_options.get("gan", {})), **dict(c["gan"])}
-    rec = gan_attack(attacker, _encode(inst, victim_train, int(c["seed"]) + 11),
-                     _encode(inst, victims, int(c["seed"]) + 10), seed=int(c["seed"]), **opts)
+    rec = gan_attack(train_plain=attacker, train_protected=_encode(inst, victim_train, int(c["seed"]) + 11),
+                     test_protected=_encode(inst, victims, int(c["seed"]) + 10), seed=int(c["seed"]), **opts)
     return {**_attack_result(rec, ctx), "steps": int(c["gan"]["epochs"]) * math.ceil(len(victim_train) / int(opts["batch_size"]))}
 
 
@@ -376,7 +376,8 @@ def _cell_itn(scheme: Scheme, ctx: _Context) -> dict[str, Any]:
         k = int(c["itn_keys"])
         parts = attacker.chunk(k)
         pairs = torch.cat([_encode(ctx.instance(scheme, seed=s + 2000 + i), p, s + 12 + i) for i, p in enumerate(parts)])
-    rec = itn_attack(pairs, attacker, victim_enc, seed=s, progress=False, **dict(c["itn"]))
+    rec = itn_attack(train_plain=attacker, train_protected=pairs, test_protected=victim_enc, seed=s, progress=False,
+                     **dict(c["itn"]))
     return _attack_result(rec, ctx)
 
 
@@ -390,7 +391,7 @@ def _cell_jigsaw(scheme: Scheme, ctx: _Context) -> dict[str, Any]:
                          "(the arrangement that decrypts, for scoring)")
     x = ctx.photos()[0][: int(c["jigsaw_n"])]
     y = _encode(inst, x, int(c["seed"]) + 13)
-    r = jigsaw_attack(y, int(scheme.block_size), truth=inst.truth(), original=x,
+    r = jigsaw_attack(test_protected=y, block_size=int(scheme.block_size), truth=inst.truth(), test_plain=x,
                       **dict(scheme.attack_options.get("jigsaw", {})))
     return {**_attack_result(r["reconstruction"], ctx), "neighbour": float(r["neighbour"])}
 
@@ -402,7 +403,7 @@ def _cell_le_stats(scheme: Scheme, ctx: _Context) -> dict[str, Any]:
     victims, _, _, attacker = ctx.photos()
     y = _encode(ctx.instance(scheme), victims, int(c["seed"]) + 10)
     opts = {"block_size": scheme.block_size or 4, **dict(scheme.attack_options.get("le_stats", {})), **dict(c["le_stats"])}
-    r = le_statistics_attack(y, attacker, seed=int(c["seed"]), **opts)
+    r = le_statistics_attack(train_plain=attacker, test_protected=y, seed=int(c["seed"]), **opts)
     return _attack_result(r.images, ctx)
 
 

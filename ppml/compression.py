@@ -38,6 +38,8 @@ from typing import Callable
 import numpy as np
 import torch
 
+from ppml._checks import check_images, check_int
+
 __all__ = ["CODECS", "LOSSLESS", "SUBSAMPLINGS", "encode", "encoded_size", "encoded_sizes", "roundtrip"]
 
 #: codec names accepted by every function here
@@ -57,8 +59,7 @@ def _check_codec(codec: str, quality: int | None, subsampling: str) -> None:
     if codec == "jpeg":
         if quality is None:
             raise ValueError("codec 'jpeg' needs a quality factor: pass quality=1..100 (the paper uses 85 and 80)")
-        if isinstance(quality, bool) or not isinstance(quality, (int, np.integer)) or not 1 <= int(quality) <= 100:
-            raise ValueError(f"JPEG quality must be an int in 1..100, got {quality!r}")
+        check_int(quality, "JPEG quality", minimum=1, maximum=100)
         if subsampling not in SUBSAMPLINGS:
             raise ValueError(f"unknown chroma subsampling {subsampling!r}; expected one of "
                              f"{', '.join(SUBSAMPLINGS)}")
@@ -69,16 +70,8 @@ def _check_codec(codec: str, quality: int | None, subsampling: str) -> None:
 
 def _to_hwc(x: torch.Tensor) -> np.ndarray:
     """Validate a uint8 batch ``(N, C, H, W)`` (C = 1 or 3) and return it as ``(N, H, W, C)`` numpy."""
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"expected a torch.Tensor of shape (N, C, H, W), got {type(x).__name__}")
-    if x.dtype != torch.uint8:
-        raise ValueError(f"expected a uint8 batch (8-bit images, as files hold them), got {x.dtype}; "
-                         f"convert float [0, 1] images with (x * 255).round().to(torch.uint8)")
-    if x.dim() != 4:
-        raise ValueError(f"expected a batch of shape (N, C, H, W), got shape {tuple(x.shape)}; "
-                         f"use x.unsqueeze(0) for a single image")
-    if x.shape[1] not in (1, 3):
-        raise ValueError(f"expected 1 (grey) or 3 (RGB) channels, got {x.shape[1]}")
+    # files hold 8-bit values; an empty batch codes to no files
+    check_images(x, "x", "compression", dtype="uint8", channels=(1, 3), allow_empty=True)
     return np.ascontiguousarray(x.detach().cpu().permute(0, 2, 3, 1).numpy())
 
 

@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ppml._checks import check_batch, generator_device
+from ppml._checks import check_batch, check_probability, generator_device
 from ppml.ciphers import cipher_for
 
 __all__ = [
@@ -222,9 +222,7 @@ class RandomHorizontalFlip(BatchTransform):
 
     def __init__(self, p: float = 0.5) -> None:
         super().__init__()
-        if not 0.0 <= float(p) <= 1.0:
-            raise ValueError(f"p must lie in [0, 1], got {p!r}")
-        self.p = float(p)
+        self.p = check_probability(p, "p", type(self).__name__)
 
     def make_params(self, x: torch.Tensor, generator: torch.Generator | None = None) -> dict[str, Any]:
         flip = torch.rand(x.shape[0], generator=generator, device=generator_device(generator)) < self.p

@@ -15,6 +15,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ppml._checks import ShapeError
 from ppml.ciphers import ELE, LE, PE, BlockGrid, BlockScramble, Cipher, EtC, cipher_for
 from ppml.keys import BlockScrambleKey, ELEKey, EtCKey, LEKey, PEKey
 
@@ -378,9 +379,9 @@ def test_error_bad_dtype(etc, dtype):
 
 
 def test_error_not_a_batch(etc):
-    with pytest.raises(ValueError, match=r"expected a batch of shape \(N, C, H, W\), got shape \(3, 32, 32\)"):
+    with pytest.raises(ShapeError, match=r"expected a batch of shape \(N, C, H, W\), got shape \(3, 32, 32\)"):
         etc(images(1, 3, 32, 32)[0])
-    with pytest.raises(ValueError, match="expected a torch.Tensor"):
+    with pytest.raises(TypeError, match="expected a torch.Tensor"):  # ValueError before ppml._checks
         etc(np.zeros((1, 3, 32, 32), np.uint8))
 
 

@@ -206,7 +206,7 @@ def test_abs_features_remove_the_sign_mask(x):
 
 def test_attack_recovers_sign_masked_images_exactly_when_k_is_1(x):
     enc = torch.cat([InstaHide(k=1).encode(x, gen(i)).images for i in range(4)])
-    r = instahide_attack(enc, 10, k=1, neighbours=3, iters=0)
+    r = instahide_attack(encodings=enc, n_originals=10, k=1, neighbours=3, iters=0)
     truth = (2 * x - 1).abs()
     m = match_reconstructions(truth, r.raw)
     assert torch.allclose(r.raw[m], truth, atol=1e-5)
@@ -298,7 +298,8 @@ def test_weights_from_labels_and_mixing_matrix_errors():
     with pytest.raises(ValueError, match="mixing matrix must be"):
         reconstruct_signed(torch.rand(3, 1, 2, 2), torch.ones(4, 2))
     with pytest.raises(ValueError, match="targets must be"):
-        carlini_attack(torch.rand(3, 1, 2, 2), torch.rand(4, 2), 2, 1, public=torch.rand(2, 1, 2, 2))
+        carlini_attack(encodings=torch.rand(3, 1, 2, 2), targets=torch.rand(4, 2), n_private=2, k_private=1,
+                       public=torch.rand(2, 1, 2, 2))
     with pytest.raises(ValueError, match="mode must be"):
         instahide_challenge(torch.rand(2, 3, 8, 8), torch.zeros(2, dtype=torch.long), torch.rand(2, 3, 8, 8), mode="x")
 
@@ -308,7 +309,8 @@ def test_oracle_attack_beats_the_floor_on_real_photos():
     pub = labelled_photo_crops(24, 16, seed=1, sources=("china", "flower", "stereo_motorcycle"))[0]
     ch = make_challenge(x, y, 4, k=4, encodings_per_image=24, seed=0)
     ch.public = pub.float() / 255
-    r = carlini_attack(ch.encodings, ch.targets, 12, 4, public=pub, members=ch.members,
+    r = carlini_attack(encodings=ch.encodings, targets=ch.targets, n_private=12, k_private=4, public=pub,
+                       members=ch.members,
                        weights=ch.weights, classes=y, restarts=16)
     sc = challenge_scores(ch, r)
     assert sc["mean_ssim"] > sc["floor"] + 0.2 and sc["sign_accuracy"] >= 0.95

@@ -101,8 +101,9 @@ def test_solver_reassembles_block_scrambled_smooth_image_exactly(block):
     n = (32 // block) ** 2
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(block))
     y = scramble_blocks(x, perm, block)
-    r = J.jigsaw_attack(y, block, scheme="BlockScramble", truth=J.true_arrangement(perm, grid=(32 // block,) * 2),
-                        original=x)
+    r = J.jigsaw_attack(test_protected=y, block_size=block, scheme="BlockScramble",
+                        truth=J.true_arrangement(perm, grid=(32 // block,) * 2),
+                        test_plain=x)
     assert r["direct"] == r["neighbour"] == r["largest_component"] == 1.0
     assert r["ssim"] == pytest.approx(1.0)
     assert torch.equal(r["reconstruction"], x)

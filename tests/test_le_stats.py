@@ -29,7 +29,7 @@ def le_run(split_photos):
     victims, attacker = split_photos
     key = LEKey.generate(image_size=32, block_size=4, seed=1000)
     enc = cipher_for(key)(victims)
-    return key, enc, le_statistics_attack(enc, attacker, block_size=4, seed=0)
+    return key, enc, le_statistics_attack(test_protected=enc, train_plain=attacker, block_size=4, seed=0)
 
 
 def _exact(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -90,7 +90,7 @@ def test_grey_images_give_an_equivalent_key():
     victims = load_dataset("fashion-mnist-smoke", "test").images[:60]
     attacker = load_dataset("fashion-mnist-smoke", "train").images[:300]
     key = LEKey.generate(image_size=32, block_size=4, seed=2000)
-    res = le_statistics_attack(cipher_for(key)(victims), attacker, block_size=4)
+    res = le_statistics_attack(test_protected=cipher_for(key)(victims), train_plain=attacker, block_size=4)
     assert _exact(res.images, victims) >= 0.9
     geo = _Geometry(4, 3)
 
@@ -109,7 +109,7 @@ def test_other_schemes_stay_at_the_no_attack_floor(scheme, split_photos):
     else:
         k = PEKey.generate(image_size=32, seed=7)
     victims = victims[:40]
-    res = le_statistics_attack(cipher_for(k)(victims), attacker, block_size=4, restarts=2)
+    res = le_statistics_attack(test_protected=cipher_for(k)(victims), train_plain=attacker, block_size=4, restarts=2)
     mean_img = attacker.float().mean(0, keepdim=True).round().to(torch.uint8).expand_as(victims)
     floor = float(ssim(mean_img, victims).mean())
     assert float(ssim(res.images, victims).mean()) <= floor + 0.02
@@ -119,7 +119,7 @@ def test_other_schemes_stay_at_the_no_attack_floor(scheme, split_photos):
 def test_curve_against_the_number_of_victims(split_photos):
     victims, attacker = split_photos
     enc = cipher_for(LEKey.generate(image_size=32, block_size=4, seed=1001))(victims)
-    curve = le_stats_curve(enc, victims, attacker[:150], counts=(10, 40))
+    curve = le_stats_curve(test_protected=enc, test_plain=victims, train_plain=attacker[:150], counts=(10, 40))
     assert list(curve) == [10, 40]
     for row in curve.values():
         assert set(row) == {"ssim", "exact", "cpu_seconds"}
@@ -131,24 +131,24 @@ def test_bad_input_raises_clear_errors(split_photos):
     victims, attacker = split_photos
     enc = victims[:4]
     with pytest.raises(ValueError, match="uint8"):
-        le_statistics_attack(enc.float() / 255, attacker)
+        le_statistics_attack(test_protected=enc.float() / 255, train_plain=attacker)
     with pytest.raises(TypeError, match="torch.Tensor"):
-        le_statistics_attack(enc.numpy(), attacker)
+        le_statistics_attack(test_protected=enc.numpy(), train_plain=attacker)
     with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
-        le_statistics_attack(enc[0], attacker)
+        le_statistics_attack(test_protected=enc[0], train_plain=attacker)
     with pytest.raises(ValueError, match="must share"):
-        le_statistics_attack(enc, attacker[:, :1])
+        le_statistics_attack(test_protected=enc, train_plain=attacker[:, :1])
     with pytest.raises(ValueError, match="not divisible by block size 5"):
-        le_statistics_attack(enc, attacker, block_size=5)
-    with pytest.raises(ValueError, match="block_size must be a positive int"):
-        le_statistics_attack(enc, attacker, block_size=0)
+        le_statistics_attack(test_protected=enc, train_plain=attacker, block_size=5)
+    with pytest.raises(ValueError, match="block_size must be an int >= 1"):
+        le_statistics_attack(test_protected=enc, train_plain=attacker, block_size=0)
     with pytest.raises(ValueError, match="at least 2 images"):
-        le_statistics_attack(enc, attacker[:1])
+        le_statistics_attack(test_protected=enc, train_plain=attacker[:1])
     with pytest.raises(ValueError, match="empty"):
-        le_statistics_attack(enc[:0], attacker)
+        le_statistics_attack(test_protected=enc[:0], train_plain=attacker)
     with pytest.raises(ValueError, match="restarts"):
-        le_statistics_attack(enc, attacker, restarts=0)
+        le_statistics_attack(test_protected=enc, train_plain=attacker, restarts=0)
     with pytest.raises(ValueError, match="every count"):
-        le_stats_curve(enc, victims[:4], attacker, counts=(5,))
-    with pytest.raises(ValueError, match="shape of victim_enc"):
-        le_stats_curve(enc, victims[:3], attacker, counts=(2,))
+        le_stats_curve(test_protected=enc, test_plain=victims[:4], train_plain=attacker, counts=(5,))
+    with pytest.raises(ValueError, match="shape of test_protected"):
+        le_stats_curve(test_protected=enc, test_plain=victims[:3], train_plain=attacker, counts=(2,))

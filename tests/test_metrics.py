@@ -11,6 +11,7 @@ import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from ppml import metrics
+from ppml._checks import DTypeError, ShapeError
 from ppml.datasets import photo_crops
 
 
@@ -49,15 +50,15 @@ def test_mse_is_differentiable():
     assert torch.allclose(x.grad, 2 * (x.detach() - y) / (3 * 8 * 8))
 
 
-@pytest.mark.parametrize("bad, match", [
-    (lambda x: x[0], r"batch \(N, C, H, W\).*x\[None\]"),
-    (lambda x: x[:, :, :4], "same shape"),
-    (lambda x: x.long(), "uint8 .* or float"),
-    (lambda x: x.numpy(), "must be a torch.Tensor"),
+@pytest.mark.parametrize("bad, error, match", [
+    (lambda x: x[0], ShapeError, r"batch tensor of shape \(N, C, H, W\).*x\[None\]"),
+    (lambda x: x[:, :, :4], ShapeError, "same shape"),
+    (lambda x: x.long(), DTypeError, "uint8 .* or float"),  # was TypeError before ppml._checks
+    (lambda x: x.numpy(), TypeError, "must be a torch.Tensor"),
 ])
-def test_bad_inputs_raise_clear_errors(pairs, bad, match):
+def test_bad_inputs_raise_clear_errors(pairs, bad, error, match):
     x, y = pairs
-    with pytest.raises((ValueError, TypeError), match=match):
+    with pytest.raises(error, match=match):
         metrics.mse(x, bad(y))
 
 

@@ -50,7 +50,7 @@ def test_shakedrop_is_the_expectation_at_test_and_random_in_training():
     batch = ShakeDrop(p=0.5, per_sample=False)
     vals = batch(x).flatten()
     assert bool((vals == 1).all()) or not bool((vals == 1).any())  # one gate for the batch
-    with pytest.raises(ValueError, match="p must lie in"):
+    with pytest.raises(ValueError, match=r"ShakeDrop: p must be a probability in \[0, 1\], got 1.5"):
         ShakeDrop(p=1.5)
     with pytest.raises(ValueError, match="depth must be 6n"):
         PyramidNet(depth=111)

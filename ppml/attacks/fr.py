@@ -47,7 +47,7 @@ the sweeps only); runs on the input's device.
 >>> pe = cipher_for(PEKey.generate(image_size=8, seed=0))
 >>> torch.equal(fold(pe(x)).sort(dim=1).values, fold(x).sort(dim=1).values)  # no key needed
 True
->>> fr_attack(pe(x)).shape
+>>> fr_attack(test_protected=pe(x)).shape
 torch.Size([2, 3, 8, 8])
 """
 
@@ -57,24 +57,12 @@ import itertools
 
 import torch
 
+from ppml._checks import ShapeError, check_choice, check_images, check_int, check_tensor
 from ppml.utils import progress
 
 __all__ = ["fold", "fr_attack", "candidate_table"]
 
 _STAGES = ("fold", "match")
-
-
-def _check(y: torch.Tensor, who: str) -> None:
-    if not isinstance(y, torch.Tensor):
-        raise TypeError(f"{who}: expected a torch.Tensor of shape (N, C, H, W), got {type(y).__name__}")
-    if y.dtype != torch.uint8:
-        raise ValueError(f"{who}: expected uint8 encrypted images (the attack works on 8-bit values), "
-                         f"got {y.dtype}; convert float [0, 1] images with (y * 255).round().to(torch.uint8)")
-    if y.dim() != 4:
-        raise ValueError(f"{who}: expected a batch of shape (N, C, H, W), got shape {tuple(y.shape)}; "
-                         f"use y.unsqueeze(0) for a single image")
-    if not 1 <= y.shape[1] <= 4:
-        raise ValueError(f"{who}: expected 1 to 4 channels, got {y.shape[1]}")
 
 
 def fold(y: torch.Tensor) -> torch.Tensor:
@@ -86,7 +74,7 @@ def fold(y: torch.Tensor) -> torch.Tensor:
     >>> fold(torch.tensor([[[[0, 127, 128, 255]]]], dtype=torch.uint8)).flatten().tolist()
     [0, 127, 127, 0]
     """
-    _check(y, "fold")
+    check_images(y, "y", "fold", dtype="uint8", channels=(1, 2, 3, 4))
     return torch.minimum(y, 255 - y)
 
 
@@ -226,47 +214,44 @@ def _orient(est: torch.Tensor, reference: torch.Tensor | None) -> torch.Tensor:
     return torch.where(s[:, :, None, None].bool(), 255 - out, out)
 
 
-def fr_attack(y: torch.Tensor, *, stage: str = "match", sweeps: int = 2,
-              reference: torch.Tensor | None = None, chunk: int = 256) -> torch.Tensor:
-    """FR-Attack on encrypted uint8 images ``y`` ``(N, C, H, W)``; returns uint8 reconstructions.
+def fr_attack(*, test_protected: torch.Tensor, train_plain: torch.Tensor | None = None, stage: str = "match",
+              sweeps: int = 2, chunk: int = 256) -> torch.Tensor:
+    """FR-Attack on encrypted uint8 images ``(N, C, H, W)``; returns uint8 reconstructions.
 
     Args:
-        y: encrypted images (PE, EtC, LE, ELE, … — the attack does not need the scheme).
+        test_protected: encrypted images (PE, EtC, LE, ELE, … — the attack does not need the scheme).
+        train_plain: optional plain images of the attacker's known distribution, uint8
+            ``(M, C, H', W')`` (any size), or their per-channel means ``(C,)``; used to pick
+            the global orientation of each reconstruction. None: the darker orientation.
         stage: ``"fold"`` (basic attack: ``v > 127 → 255 − v``; values 0–127) or ``"match"``
             (fold's key-free information plus neighbour matching over signs and channel
             orders; see the module docstring).
         sweeps: rounds of checkerboard re-matching after the wavefront sweep.
-        reference: optional plain images of the attacker's known distribution, uint8
-            ``(M, C, H', W')`` (any size), or their per-channel means ``(C,)``; used to pick
-            the global orientation of each reconstruction. None: the darker orientation.
         chunk: images processed at once (bounds memory: 48 candidates per pixel).
 
     >>> import torch
     >>> x = torch.full((1, 3, 4, 4), 40, dtype=torch.uint8)
-    >>> fr_attack(255 - x).unique().tolist()  # a negated flat image is undone
+    >>> fr_attack(test_protected=255 - x).unique().tolist()  # a negated flat image is undone
     [40]
     """
-    _check(y, "fr_attack")
-    if stage not in _STAGES:
-        raise ValueError(f"fr_attack: unknown stage {stage!r}; expected one of {', '.join(_STAGES)}")
-    if isinstance(sweeps, bool) or not isinstance(sweeps, int) or sweeps < 0:
-        raise ValueError(f"fr_attack: sweeps must be a non-negative int, got {sweeps!r}")
-    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
-        raise ValueError(f"fr_attack: chunk must be a positive int, got {chunk!r}")
+    who = "fr_attack"
+    y = check_images(test_protected, "test_protected", who, dtype="uint8", channels=(1, 2, 3, 4))
+    check_choice(stage, "stage", _STAGES, who)
+    check_int(sweeps, "sweeps", who, minimum=0)
+    check_int(chunk, "chunk", who, minimum=1)
     if stage == "fold":
         return fold(y)
+    reference = train_plain
     ref = None
     if reference is not None:
-        if not isinstance(reference, torch.Tensor):
-            raise TypeError(f"fr_attack: reference must be a tensor, got {type(reference).__name__}")
+        check_tensor(reference, "train_plain", who, shape=f"(M, {y.shape[1]}, H, W) or ({y.shape[1]},)")
         if reference.dim() == 4 and reference.shape[1] == y.shape[1]:
+            check_images(reference, "train_plain", who, dtype="uint8")
             ref = reference.to(torch.float32).mean(dim=(0, 2, 3))
-            if reference.dtype != torch.uint8:
-                raise ValueError("fr_attack: reference images must be uint8 (0–255), like y")
         elif reference.dim() == 1 and reference.numel() == y.shape[1]:
             ref = reference.to(torch.float32)
         else:
-            raise ValueError(f"fr_attack: reference must be uint8 images (M, {y.shape[1]}, H, W) or per-channel "
+            raise ShapeError(f"fr_attack: train_plain must be uint8 images (M, {y.shape[1]}, H, W) or per-channel "
                              f"means ({y.shape[1]},), got shape {tuple(reference.shape)}")
         ref = ref.to(y.device)
     out = torch.empty_like(y)

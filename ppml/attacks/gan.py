@@ -81,15 +81,15 @@ floor (0.21) after ~60 steps and reaches 0.46 after 182 — once the polarity is
 output of the same run was a partly negative image scoring 0.10.
 
 ``eval_every`` / ``eval_fn`` record the attack's progress: every ``eval_every`` generator
-steps (and after the last) ``eval_fn(reconstructions of test_enc)`` is stored with the step
+steps (and after the last) ``eval_fn(reconstructions of test_protected)`` is stored with the step
 and the CPU seconds spent training so far, e.g. mean SSIM against the victims' plain images —
 the curve of SSIM against training steps. Deterministic under ``seed`` on CPU (the global
 RNG is left untouched).
 
 >>> import torch
 >>> x = torch.randint(0, 256, (16, 3, 8, 8), dtype=torch.uint8)
->>> rec = gan_attack(x, x, x[:4], block_size=4, epochs=1, seed=0, width=4, d_width=4, block_features=4,
-...                  batch_size=8)
+>>> rec = gan_attack(train_plain=x, train_protected=x, test_protected=x[:4], block_size=4, epochs=1, seed=0,
+...                  width=4, d_width=4, block_features=4, batch_size=8)
 >>> rec.shape, rec.dtype
 (torch.Size([4, 3, 8, 8]), torch.uint8)
 """
@@ -104,6 +104,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ppml._checks import ShapeError, check_choice, check_images, check_int, check_positive_int, check_same_length
 from ppml.utils import atomic_write, progress
 
 __all__ = ["SIAGANGenerator", "SIAGANDiscriminator", "BlockFrontEnd", "gan_attack", "polarity", "to_input"]
@@ -349,22 +350,6 @@ def polarity(rec: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     return (best if scores[0] <= scores[1] else -best).float()
 
 
-def _check_images(x: Any, name: str) -> None:
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"gan_attack: {name} must be a torch.Tensor (N, C, H, W), got {type(x).__name__}")
-    if x.dtype != torch.uint8:
-        raise ValueError(f"gan_attack: {name} must be uint8 images, got {x.dtype}; "
-                         f"convert float [0, 1] with (x * 255).round().to(torch.uint8)")
-    if x.dim() != 4 or x.shape[0] == 0:
-        raise ValueError(f"gan_attack: {name} must be a non-empty batch (N, C, H, W), got shape {tuple(x.shape)}")
-
-
-def _int(v: Any, name: str, minimum: int = 1) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
-        raise ValueError(f"gan_attack: {name} must be an int >= {minimum}, got {v!r}")
-    return v
-
-
 def _reconstruct(gen: nn.Module, test_enc: torch.Tensor, input: str,
                  signs: torch.Tensor | None = None) -> torch.Tensor:
     was = gen.training
@@ -380,7 +365,7 @@ def _reconstruct(gen: nn.Module, test_enc: torch.Tensor, input: str,
     return torch.cat(outs)
 
 
-def gan_attack(train_plain: torch.Tensor, train_enc: torch.Tensor, test_enc: torch.Tensor, *,
+def gan_attack(*, train_plain: torch.Tensor, train_protected: torch.Tensor, test_protected: torch.Tensor,
                block_size: int, epochs: int = 5, seed: int = 0, input: str = "bytes", width: int = 64,
                n_res: int = 3, block_features: int = 16, d_width: int = 128, shared_blocks: bool = False,
                body: bool = True, spectral_norm: bool = True, batch_size: int = 128, lr: float = 2e-4, lr_d: float | None = None,
@@ -389,29 +374,29 @@ def gan_attack(train_plain: torch.Tensor, train_enc: torch.Tensor, test_enc: tor
                augment: bool = True, fix_polarity: bool = False, paired: bool = False, pixel_weight: float = 100.0,
                eval_every: int | None = None, eval_fn: Callable[[torch.Tensor], float] | None = None,
                checkpoint: str | os.PathLike | None = None, return_history: bool = False):
-    """Train SIA-GAN (encrypted → plain; see the module docstring) and reconstruct ``test_enc``.
+    """Train SIA-GAN (encrypted → plain; see the module docstring) and reconstruct ``test_protected``.
 
     Args:
         train_plain: the attacker's plain uint8 images of the known distribution ``(M, C, H, W)``
             (the discriminator's "real" images).
-        train_enc: encrypted uint8 images ``(M', C_in, H, W)`` under the victim's key; with
+        train_protected: encrypted uint8 images ``(M', C_in, H, W)`` under the victim's key; with
             ``paired=True`` the encryptions of ``train_plain``, in order.
-        test_enc: encrypted uint8 images to reconstruct ``(N, C_in, H, W)``.
+        test_protected: encrypted uint8 images to reconstruct ``(N, C_in, H, W)``.
         block_size: block size of the front end (the scheme's block size; 1 for PE).
-        epochs: passes over ``train_enc`` in batches of ``batch_size``.
+        epochs: passes over ``train_protected`` in batches of ``batch_size``.
         input: ``"bytes"`` (SIA-GAN) or ``"nibbles"`` (LE/ELE; difference 1).
         width, n_res, block_features, d_width: generator / discriminator sizes (SIA-GAN: 64, 3,
             16, 128).
         shared_blocks: one front-end map for all block positions (difference 2; for LE).
         lr, betas / lr_d, betas_d: Adam for G (and the classifier) / for D (``lr_d`` defaults
             to ``lr``).
-        labels: class labels of ``train_enc`` (int64, ``(M',)``) to add the CE term.
+        labels: class labels of ``train_protected`` (int64, ``(M',)``) to add the CE term.
         tv_weight: weight of the TV term on the front-end features (their variant: 1e-3).
         augment: crop + flip the plain (real) images.
         fix_polarity: choose each output channel's polarity (x or 1 − x) with :func:`polarity`
-            on the reconstructions of ``train_enc`` against ``train_plain`` (difference 8).
-        paired: ``train_enc[i]`` encrypts ``train_plain[i]``; adds ``pixel_weight · L1``.
-        eval_every, eval_fn: record ``eval_fn(uint8 reconstructions of test_enc)`` every
+            on the reconstructions of ``train_protected`` against ``train_plain`` (difference 8).
+        paired: ``train_protected[i]`` encrypts ``train_plain[i]``; adds ``pixel_weight · L1``.
+        eval_every, eval_fn: record ``eval_fn(uint8 reconstructions of test_protected)`` every
             ``eval_every`` generator steps and after the last one (history ``"step"``,
             ``"eval"``, ``"cpu_seconds"``: training CPU seconds so far, evaluation excluded).
         checkpoint: a file written atomically after every epoch (networks, optimisers, RNG,
@@ -421,34 +406,39 @@ def gan_attack(train_plain: torch.Tensor, train_enc: torch.Tensor, test_enc: tor
             ``"pixel"``, ``"ce"`` and the evaluation curve above.
 
     Returns:
-        uint8 reconstructions ``(N, C, H, W)`` on ``test_enc``'s device (and the history).
+        uint8 reconstructions ``(N, C, H, W)`` on ``test_protected``'s device (and the history).
     """
-    for v, name in ((train_plain, "train_plain"), (train_enc, "train_enc"), (test_enc, "test_enc")):
-        _check_images(v, name)
-    b = _int(block_size, "block_size")
-    epochs, batch_size, width = _int(epochs, "epochs"), _int(batch_size, "batch_size"), _int(width, "width")
-    n_res = _int(n_res, "n_res", 0)
-    block_features, d_width = _int(block_features, "block_features"), _int(d_width, "d_width")
-    if input not in _INPUTS:
-        raise ValueError(f"gan_attack: unknown input {input!r}; expected one of {', '.join(_INPUTS)}")
+    who = "gan_attack"
+    train_enc, test_enc = train_protected, test_protected
+    for v, name in ((train_plain, "train_plain"), (train_protected, "train_protected"),
+                    (test_protected, "test_protected")):
+        check_images(v, name, who, dtype="uint8")
+    b = check_positive_int(block_size, "block_size", who)
+    epochs, batch_size = check_positive_int(epochs, "epochs", who), check_positive_int(batch_size, "batch_size", who)
+    width = check_positive_int(width, "width", who)
+    n_res = check_int(n_res, "n_res", who, minimum=0)
+    block_features = check_positive_int(block_features, "block_features", who)
+    d_width = check_positive_int(d_width, "d_width", who)
+    check_choice(input, "input", _INPUTS, who)
     h, w = train_enc.shape[2:]
     if train_plain.shape[2:] != (h, w) or test_enc.shape[1:] != train_enc.shape[1:]:
-        raise ValueError(f"gan_attack: image sizes differ: train_plain {tuple(train_plain.shape[1:])}, "
-                         f"train_enc {tuple(train_enc.shape[1:])}, test_enc {tuple(test_enc.shape[1:])}; "
-                         f"expected the same H×W everywhere and the same channels in train_enc and test_enc")
+        raise ShapeError(f"gan_attack: image sizes differ: train_plain {tuple(train_plain.shape[1:])}, "
+                         f"train_protected {tuple(train_enc.shape[1:])}, test_protected {tuple(test_enc.shape[1:])}; "
+                         f"expected the same H×W everywhere and the same channels in train_protected and "
+                         f"test_protected")
     if h % b or w % b:
-        raise ValueError(f"gan_attack: image size {h}x{w} is not divisible by block_size {b}; "
+        raise ShapeError(f"gan_attack: image size {h}x{w} is not divisible by block_size {b}; "
                          f"pass the encryption's block size (1 for PE)")
     if h % 8 or w % 8:
-        raise ValueError(f"gan_attack: image size {h}x{w} must be divisible by 8 (the discriminator halves it 3 times)")
-    if paired and train_plain.shape[0] != train_enc.shape[0]:
-        raise ValueError(f"gan_attack: paired=True needs as many plain as encrypted training images, "
-                         f"got {train_plain.shape[0]} and {train_enc.shape[0]}")
+        raise ShapeError(f"gan_attack: image size {h}x{w} must be divisible by 8 (the discriminator halves it 3 times)")
+    if paired:
+        check_same_length({"train_plain": train_plain, "train_protected": train_protected}, who,
+                          why="paired=True: train_protected[i] encrypts train_plain[i]")
     if labels is not None and (not isinstance(labels, torch.Tensor) or labels.shape != (train_enc.shape[0],)):
         raise ValueError(f"gan_attack: labels must be a tensor of one class per encrypted training image "
                          f"({train_enc.shape[0]},), got {getattr(labels, 'shape', type(labels).__name__)}")
     if eval_every is not None:
-        _int(eval_every, "eval_every")
+        check_positive_int(eval_every, "eval_every", who)
         if eval_fn is None:
             raise ValueError("gan_attack: eval_every needs eval_fn (reconstructions -> a number, e.g. mean SSIM)")
     device = train_enc.device

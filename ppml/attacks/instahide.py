@@ -53,6 +53,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ppml._checks import ShapeError, check_finite, check_images, check_positive_int
+
 __all__ = ["abs_features", "encoding_similarity", "group_encodings", "reconstruct_groups", "ColourFix",
            "train_colour_fix", "instahide_attack", "match_reconstructions", "AttackResult",
            # the attack on the true forward model (Carlini et al.'s steps, faithful)
@@ -208,7 +210,7 @@ class AttackResult:
     labels: np.ndarray     #: (N,) group of each encoding
 
 
-def instahide_attack(encodings: torch.Tensor, n_originals: int, *, value_range: tuple[float, float] = (-1.0, 1.0),
+def instahide_attack(*, encodings: torch.Tensor, n_originals: int, value_range: tuple[float, float] = (-1.0, 1.0),
                      centre: bool = False, k: int = 4, neighbours: int = 10, iters: int = 20,
                      colour_fix: nn.Module | None = None, seed: int = 0) -> AttackResult:
     """Run steps 1–5 on ``encodings`` ``(N, C, H, W)`` and return ``n_originals`` reconstructions.
@@ -219,12 +221,13 @@ def instahide_attack(encodings: torch.Tensor, n_originals: int, *, value_range: 
     >>> from ppml.encoders import InstaHide
     >>> x = torch.rand(6, 3, 8, 8)
     >>> enc = torch.cat([InstaHide(k=1).encode(x, torch.Generator().manual_seed(i)).images for i in range(3)])
-    >>> r = instahide_attack(enc, 6, k=1, neighbours=2)
+    >>> r = instahide_attack(encodings=enc, n_originals=6, k=1, neighbours=2)
     >>> r.images.shape
     torch.Size([6, 3, 8, 8])
     """
-    if not isinstance(encodings, torch.Tensor) or encodings.dim() != 4:
-        raise ValueError("instahide_attack: expected encodings (N, C, H, W)")
+    check_finite(check_images(encodings, "encodings", "instahide_attack", value_range=None), "encodings",
+                 "instahide_attack")
+    check_positive_int(n_originals, "n_originals", "instahide_attack")
     a = abs_features(encodings.cpu(), value_range=value_range, centre=centre)
     sim = encoding_similarity(a)
     labels = group_encodings(sim, n_originals, neighbours=neighbours, seed=seed)
@@ -719,7 +722,7 @@ class CarliniResult:
     residual: torch.Tensor  #: (C, H, W) misfit per pixel of the phase retrieval
 
 
-def carlini_attack(encodings: torch.Tensor, targets: torch.Tensor, n_private: int, k_private: int, *,
+def carlini_attack(*, encodings: torch.Tensor, targets: torch.Tensor, n_private: int, k_private: int,
                    public: torch.Tensor, value_range: tuple[float, float] = (-1.0, 1.0), centre: bool = False,
                    members: torch.Tensor | None = None, weights: torch.Tensor | None = None,
                    classes: torch.Tensor | None = None, k: int | None = None, restarts: int = 16,
@@ -734,11 +737,11 @@ def carlini_attack(encodings: torch.Tensor, targets: torch.Tensor, n_private: in
     public share as a known offset (:func:`reconstruct_signed`, :func:`public_offset`) → one
     sign per pixel position (:func:`align_pixel_signs`) → the global sign (:func:`global_sign`).
     """
-    if not isinstance(encodings, torch.Tensor) or encodings.dim() != 4:
-        raise ValueError("carlini_attack: expected encodings (M, C, H, W)")
+    check_finite(check_images(encodings, "encodings", "carlini_attack", value_range=None), "encodings",
+                 "carlini_attack")
     t = torch.as_tensor(targets, dtype=torch.float64)
     if t.dim() != 2 or t.shape[0] != encodings.shape[0]:
-        raise ValueError(f"carlini_attack: targets must be (M={encodings.shape[0]}, K), got {tuple(t.shape)}")
+        raise ShapeError(f"carlini_attack: targets must be (M={encodings.shape[0]}, K), got {tuple(t.shape)}")
     a = abs_features(encodings.cpu(), value_range=value_range, centre=centre).double()
     k = int(k_private if k is None else k)
     oracle = members is not None
@@ -865,9 +868,10 @@ def instahide_challenge(private: torch.Tensor, labels: torch.Tensor, public: tor
     n = len(ch.private)
     r_ = (16 if mode == "inside" else 2) if restarts is None else int(restarts)
     common = dict(public=public, k=ch.k, restarts=r_, seed=seed)
-    oracle = carlini_attack(ch.encodings, ch.targets, n, ch.k_private, members=ch.members,
+    oracle = carlini_attack(encodings=ch.encodings, targets=ch.targets, n_private=n, k_private=ch.k_private,
+                            members=ch.members,
                             weights=ch.weights[:, :ch.k_private], classes=ch.labels, **common)
-    full = carlini_attack(ch.encodings, ch.targets, n, ch.k_private, **common)
+    full = carlini_attack(encodings=ch.encodings, targets=ch.targets, n_private=n, k_private=ch.k_private, **common)
     so, sf = challenge_scores(ch, oracle), challenge_scores(ch, full)
     out = {k: v for k, v in sf.items() if k != "match"}
     out.update({"oracle_mean_ssim": so["mean_ssim"], "oracle_frac_above_0.5": so["frac_above_0.5"],
@@ -897,8 +901,8 @@ def scramblemix_challenge(private: torch.Tensor, labels: torch.Tensor, public: t
     members = torch.arange(n).repeat(T).unsqueeze(1)
     targets = F.one_hot(y[members[:, 0]], nc).double()
     ch = Challenge(enc, targets, members, torch.ones(n * T, 1), members, x, y, _flat_unit(public), 1, 1)
-    r = carlini_attack(enc, targets, n, 1, public=public, value_range=(0.0, 1.0), centre=bool(adaptive), restarts=2,
-                       seed=seed)
+    r = carlini_attack(encodings=enc, targets=targets, n_private=n, k_private=1, public=public,
+                       value_range=(0.0, 1.0), centre=bool(adaptive), restarts=2, seed=seed)
     sc = challenge_scores(ch, r)
     return {"mean_ssim": sc["mean_ssim"], "max_ssim": sc["max_ssim"], "frac_above_0.5": sc["frac_above_0.5"],
             "per_image_ssim": sc["per_image_ssim"], "images": r.images[sc["match"]], "floor": sc["floor"],

@@ -42,6 +42,7 @@ from typing import Any, Callable
 import torch
 import torch.nn as nn
 
+from ppml._checks import ShapeError, check_images, check_positive_int, check_same_length
 from ppml.losses import image_mse_loss as inverse_network_loss  # the ITN-Attack's loss: MSE to the plain image
 from ppml.models.unet import UNet
 from ppml.train import fit
@@ -49,24 +50,11 @@ from ppml.train import fit
 __all__ = ["itn_attack", "inverse_network_loss"]
 
 
-def _check(x: Any, name: str) -> torch.Tensor:
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"itn_attack: {name} must be a torch.Tensor (N, C, H, W), got {type(x).__name__}")
-    if x.ndim != 4 or len(x) == 0:
-        raise ValueError(f"itn_attack: {name} must be a non-empty batch (N, C, H, W), got shape {tuple(x.shape)}")
-    if x.dtype != torch.uint8 and not x.is_floating_point():
-        raise ValueError(f"itn_attack: {name} must be uint8 or float in [0, 1], got {x.dtype}")
-    if x.is_floating_point() and (float(x.min()) < 0.0 or float(x.max()) > 1.0):
-        raise ValueError(f"itn_attack: float {name} must lie in [0, 1], got [{float(x.min()):.3g}, "
-                         f"{float(x.max()):.3g}]; divide 8-bit values by 255")
-    return x
-
-
 def _unit(x: torch.Tensor) -> torch.Tensor:
     return x.float() / 255 if x.dtype == torch.uint8 else x.float()
 
 
-def itn_attack(train_protected: torch.Tensor, train_plain: torch.Tensor, test_protected: torch.Tensor, *,
+def itn_attack(*, train_plain: torch.Tensor, train_protected: torch.Tensor, test_protected: torch.Tensor,
                epochs: int = 20, width: int = 64, depth: int = 4, seed: int = 0, batch_size: int = 128,
                optimizer: str = "adamw", lr: float = 1e-3, weight_decay: float = 0.0, schedule: str = "cosine",
                milestones: list[int] | None = None, gamma: float = 0.1, device: torch.device | str | None = None,
@@ -91,33 +79,35 @@ def itn_attack(train_protected: torch.Tensor, train_plain: torch.Tensor, test_pr
 
     >>> g = torch.Generator().manual_seed(0)
     >>> x = torch.randint(0, 256, (16, 3, 8, 8), dtype=torch.uint8, generator=g)
-    >>> est = itn_attack(255 - x, x, 255 - x[:4], epochs=1, width=4, depth=1, batch_size=8, progress=False)
+    >>> est = itn_attack(train_plain=x, train_protected=255 - x, test_protected=255 - x[:4], epochs=1, width=4,
+    ...                  depth=1, batch_size=8, progress=False)
     >>> est.shape, est.dtype
     (torch.Size([4, 3, 8, 8]), torch.uint8)
     """
-    _check(train_protected, "train_protected")
-    _check(train_plain, "train_plain")
-    _check(test_protected, "test_protected")
-    if len(train_protected) != len(train_plain):
-        raise ValueError(f"itn_attack: train_protected and train_plain must be pairs: {len(train_protected)} vs "
-                         f"{len(train_plain)} images")
+    who = "itn_attack"
+    for x, name in ((train_plain, "train_plain"), (train_protected, "train_protected"),
+                    (test_protected, "test_protected")):
+        check_images(x, name, who)
+    check_same_length({"train_plain": train_plain, "train_protected": train_protected}, who,
+                      why="they are pairs")
     if train_protected.shape[2:] != train_plain.shape[2:]:
-        raise ValueError(f"itn_attack: protected and plain training images differ in size: "
+        raise ShapeError(f"itn_attack: protected and plain training images differ in size: "
                          f"{tuple(train_protected.shape[2:])} vs {tuple(train_plain.shape[2:])}")
     if test_protected.shape[1:] != train_protected.shape[1:]:
-        raise ValueError(f"itn_attack: test_protected images {tuple(test_protected.shape[1:])} differ from the "
+        raise ShapeError(f"itn_attack: test_protected images {tuple(test_protected.shape[1:])} differ from the "
                          f"training ones {tuple(train_protected.shape[1:])}")
-    if not isinstance(depth, int) or depth < 1 or not isinstance(width, int) or width < 1:
-        raise ValueError(f"itn_attack: width and depth must be integers >= 1, got width={width!r}, depth={depth!r}")
+    check_positive_int(width, "width", who)
+    check_positive_int(depth, "depth", who)
     h, w = train_protected.shape[2:]
     m = 2**depth
     if h % m or w % m:
-        raise ValueError(f"itn_attack: image size {h}×{w} is not divisible by 2**depth = {m}; "
+        raise ShapeError(f"itn_attack: image size {h}×{w} is not divisible by 2**depth = {m}; "
                          f"use depth <= {min((h & -h), (w & -w)).bit_length() - 1} or pad the images")
 
-    if eval_every is not None and (isinstance(eval_every, bool) or not isinstance(eval_every, int) or eval_every < 1
-                                   or eval_fn is None):
-        raise ValueError(f"itn_attack: eval_every must be an int >= 1 and needs eval_fn, got {eval_every!r}")
+    if eval_every is not None:
+        check_positive_int(eval_every, "eval_every", who)
+        if eval_fn is None:
+            raise ValueError("itn_attack: eval_every needs eval_fn (estimates -> a number, e.g. mean SSIM)")
 
     torch.manual_seed(seed)
     net = UNet(in_chans=train_protected.shape[1], out_chans=train_plain.shape[1], width=width, depth=depth,

@@ -79,6 +79,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
+from ppml._checks import ShapeError, check_images, check_positive_int
+
 __all__ = ["Arrangement", "SCHEMES", "to_pieces", "assemble", "true_arrangement", "mgc_dissimilarity",
            "solve", "score", "direct_comparison", "neighbour_comparison", "largest_component",
            "aligned_reconstruction", "jigsaw_attack", "JigsawResults", "jigsaw_sweep",
@@ -208,20 +210,16 @@ class Arrangement:
         return cls(*(np.concatenate([getattr(a, f) for a in items]) for f in fields))
 
 
-def _check_images(y: Any, block_size: Any, who: str) -> tuple[int, int]:
-    if not isinstance(y, torch.Tensor) or y.ndim != 4:
-        shape = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
-        raise ValueError(f"{who} expects a batch tensor (N, C, H, W); got {shape} — add a batch dimension "
-                         "with x.unsqueeze(0)")
-    if not (y.dtype == torch.uint8 or y.is_floating_point()):
-        raise ValueError(f"{who} expects uint8 images or floats in [0, 1], got {y.dtype}")
-    if isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer)) or block_size < 1:
-        raise ValueError(f"{who}: block_size must be a positive int, got {block_size!r}")
+def _grid(y: Any, block_size: Any, who: str, name: str = "y",
+          value_range: tuple[float, float] | None = None) -> tuple[int, int]:
+    """The block grid ``(H/B, W/B)`` of a valid image batch ``y`` (see :func:`ppml._checks.check_images`)."""
+    check_images(y, name, who, value_range=value_range)
+    b = check_positive_int(block_size, "block_size", who)
     h, w = y.shape[-2:]
-    if h % block_size or w % block_size:
-        raise ValueError(f"{who}: image size {h}x{w} is not divisible by block size {block_size}; crop or pad "
-                         f"the images to multiples of {block_size}")
-    return h // block_size, w // block_size
+    if h % b or w % b:
+        raise ShapeError(f"{who}: image size {h}x{w} is not divisible by block size {b}; crop or pad "
+                         f"the images to multiples of {b}")
+    return h // b, w // b
 
 
 def to_pieces(y: torch.Tensor, block_size: int) -> torch.Tensor:
@@ -230,7 +228,7 @@ def to_pieces(y: torch.Tensor, block_size: int) -> torch.Tensor:
     >>> to_pieces(torch.arange(16, dtype=torch.uint8).reshape(1, 1, 4, 4), 2)[0, 1, 0].tolist()
     [[2, 3], [6, 7]]
     """
-    gh, gw = _check_images(y, block_size, "to_pieces")
+    gh, gw = _grid(y, block_size, "to_pieces")
     n, c = y.shape[:2]
     b = int(block_size)
     return y.reshape(n, c, gh, b, gw, b).permute(0, 2, 4, 1, 3, 5).reshape(n, gh * gw, c, b, b)
@@ -254,7 +252,7 @@ def assemble(y: torch.Tensor, arrangement: Arrangement, block_size: int) -> torc
     >>> torch.equal(assemble(y, Arrangement.identity(1, (2, 2)), 2), y)
     True
     """
-    grid = _check_images(y, block_size, "assemble")
+    grid = _grid(y, block_size, "assemble")
     if arrangement.grid != grid or len(arrangement) != y.shape[0]:
         raise ValueError(f"assemble: arrangement is for {len(arrangement)} images on a {arrangement.grid} grid, "
                          f"the images are {y.shape[0]} on a {grid} grid")
@@ -809,18 +807,15 @@ def solve(y: torch.Tensor, block_size: int, *, scheme: str = "EtC", features: st
     >>> bool((sol.piece[0].reshape(-1) == torch.argsort(perm).numpy()).all())
     True
     """
-    grid = _check_images(y, block_size, "solve")
+    grid = _grid(y, block_size, "solve", value_range=(0.0, 1.0))
     scheme = _norm_scheme(scheme)
     if block_size < 2:
         raise ValueError("solve: block_size must be >= 2 (the compatibility needs a gradient inside each piece)")
     if grid[0] * grid[1] < 2:
         raise ValueError(f"solve: a {grid[0]}x{grid[1]} grid has a single piece; nothing to solve")
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"solve: k must be a positive int, got {k!r}")
+    check_positive_int(k, "k", "solve")
     if features not in ("auto", "full", "sorted", "invariant"):
         raise ValueError(f"solve: features must be 'auto', 'full', 'sorted' or 'invariant', got {features!r}")
-    if y.is_floating_point() and y.numel() and (float(y.min()) < 0 or float(y.max()) > 1):
-        raise ValueError("solve: float images must lie in [0, 1] (or pass uint8)")
     if features == "auto":
         features = "full" if grid[0] * grid[1] <= 256 else "sorted"
     pcs = to_pieces(y.detach().cpu(), int(block_size))
@@ -849,11 +844,12 @@ def solve(y: torch.Tensor, block_size: int, *, scheme: str = "EtC", features: st
 
 def _check_pair(solution: Arrangement, truth: Arrangement, who: str) -> None:
     if not isinstance(solution, Arrangement) or not isinstance(truth, Arrangement):
-        raise ValueError(f"{who} compares two Arrangement objects")
+        raise TypeError(f"{who}: solution and truth must be Arrangement objects, got {type(solution).__name__} "
+                        f"and {type(truth).__name__}; build them with solve() and true_arrangement()")
     if solution.piece.shape != truth.piece.shape:
         if truth.grid == solution.grid and len(truth) == 1:
             return
-        raise ValueError(f"{who}: solution {solution.piece.shape} and truth {truth.piece.shape} differ in "
+        raise ShapeError(f"{who}: solution {solution.piece.shape} and truth {truth.piece.shape} differ in "
                          "shape (N, gh, gw)")
 
 
@@ -1061,9 +1057,11 @@ def smooth_test_image(size: int = 32, *, seed: int = 0, channels: int = 3) -> to
 SCORE_KEYS = ("direct", "neighbour", "largest_component", "colour", "ssim")
 
 
-def jigsaw_attack(encrypted: torch.Tensor, block_size: int, *, scheme: str = "EtC", truth: Arrangement | None = None,
-                  original: torch.Tensor | None = None, **solve_kwargs: Any) -> dict[str, Any]:
-    """Solve, assemble and (given ``truth`` and ``original``) score: returns ``arrangement``,
+def jigsaw_attack(*, test_protected: torch.Tensor, block_size: int, scheme: str = "EtC",
+                  truth: Arrangement | None = None, test_plain: torch.Tensor | None = None,
+                  **solve_kwargs: Any) -> dict[str, Any]:
+    """Solve the blocks of ``test_protected`` (ciphertext only), assemble and (given ``truth``
+    and ``test_plain``, the plain images behind it) score: returns ``arrangement``,
     ``reconstruction`` (aligned to the truth when it is given), ``cpu_s`` and, with the truth,
     the mean scores of :func:`score`.
 
@@ -1072,12 +1070,14 @@ def jigsaw_attack(encrypted: torch.Tensor, block_size: int, *, scheme: str = "Et
     >>> x = smooth_test_image(32, seed=2)[None]
     >>> p = torch.randperm(16, generator=torch.Generator().manual_seed(0))
     >>> y = BlockScramble(key=BlockScrambleKey(p.numpy(), image_size=32, block_size=8))(x)
-    >>> r = jigsaw_attack(y, 8, scheme="BlockScramble",
-    ...                   truth=true_arrangement(p, grid=(4, 4)), original=x)
+    >>> r = jigsaw_attack(test_protected=y, block_size=8, scheme="BlockScramble",
+    ...                   truth=true_arrangement(p, grid=(4, 4)), test_plain=x)
     >>> r["direct"], r["ssim"]
     (1.0, 1.0)
     """
     t0 = time.process_time()
+    _grid(test_protected, block_size, "jigsaw_attack", name="test_protected", value_range=(0.0, 1.0))
+    encrypted, original = test_protected, test_plain
     sol = solve(encrypted, block_size, scheme=scheme, **solve_kwargs)
     out: dict[str, Any] = {"arrangement": sol}
     if truth is not None:
@@ -1136,7 +1136,7 @@ def jigsaw_sweep(images_by_size: Mapping[int, torch.Tensor], schemes: Sequence[s
     record: dict[str, dict[str, float]] = {}
     examples: dict[str, dict[str, torch.Tensor]] = {}
     for size, x in images_by_size.items():
-        _check_images(x, 1, "jigsaw_sweep")
+        _grid(x, 1, "jigsaw_sweep", name=f"images_by_size[{size}]")
         if x.shape[-1] != int(size) or x.shape[-2] != int(size):
             raise ValueError(f"jigsaw_sweep: images given for size {size} are {tuple(x.shape[-2:])}")
         for si, scheme in enumerate(names):

@@ -61,7 +61,7 @@ like any other attack (:func:`le_stats_curve` gives SSIM against the number of v
 >>> from ppml.keys import LEKey
 >>> victims, attacker = photo_crops(60, seed=1), photo_crops(150, seed=2)
 >>> le = cipher_for(LEKey.generate(image_size=32, block_size=4, seed=3))
->>> res = le_statistics_attack(le(victims), attacker, block_size=4, seed=0)
+>>> res = le_statistics_attack(train_plain=attacker, test_protected=le(victims), block_size=4, seed=0)
 >>> bool((res.images == victims).flatten(1).all(1).float().mean() > 0.9)
 True
 """
@@ -76,6 +76,7 @@ import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 
+from ppml._checks import ShapeError, check_images, check_int, check_positive_int
 from ppml.ciphers import cipher_for
 from ppml.keys import LEKey
 
@@ -101,35 +102,20 @@ class LEStatsResult:
 
 
 # ----------------------------------------------------------------------------- input checks
-def _check_images(x: Any, who: str, name: str) -> None:
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{who}: {name} must be a torch.Tensor of shape (N, C, H, W), got {type(x).__name__}")
-    if x.dtype != torch.uint8:
-        raise ValueError(f"{who}: {name} must be uint8 images (LE works on 8-bit values), got {x.dtype}; "
-                         f"convert float [0, 1] images with (x * 255).round().to(torch.uint8)")
-    if x.dim() != 4:
-        raise ValueError(f"{who}: {name} must be a batch of shape (N, C, H, W), got shape {tuple(x.shape)}; "
-                         f"use x.unsqueeze(0) for a single image")
-    if x.shape[0] < 1:
-        raise ValueError(f"{who}: {name} is empty; give at least one image")
-
-
-def _check_inputs(victim_enc: Any, attacker_plain: Any, block_size: Any, who: str) -> int:
-    _check_images(victim_enc, who, "victim_enc")
-    _check_images(attacker_plain, who, "attacker_plain")
-    if victim_enc.shape[1:] != attacker_plain.shape[1:]:
-        raise ValueError(f"{who}: victim_enc {tuple(victim_enc.shape)} and attacker_plain "
-                         f"{tuple(attacker_plain.shape)} must share (C, H, W)")
-    if isinstance(block_size, (bool, np.bool_)) or not isinstance(block_size, (int, np.integer)) or block_size < 1:
-        raise ValueError(f"{who}: block_size must be a positive int, got {block_size!r}")
-    b = int(block_size)
-    h, w = victim_enc.shape[-2:]
+def _check_inputs(test_protected: Any, train_plain: Any, block_size: Any, who: str) -> int:
+    check_images(test_protected, "test_protected", who, dtype="uint8")
+    check_images(train_plain, "train_plain", who, dtype="uint8")
+    if test_protected.shape[1:] != train_plain.shape[1:]:
+        raise ShapeError(f"{who}: test_protected {tuple(test_protected.shape)} and train_plain "
+                         f"{tuple(train_plain.shape)} must share (C, H, W)")
+    b = check_positive_int(block_size, "block_size", who)
+    h, w = test_protected.shape[-2:]
     if h % b or w % b:
-        raise ValueError(f"{who}: image size {h}x{w} is not divisible by block size {b}: "
+        raise ShapeError(f"{who}: image size {h}x{w} is not divisible by block size {b}: "
                          f"expected H and W to be multiples of {b}")
-    if attacker_plain.shape[0] < 2:
-        raise ValueError(f"{who}: attacker_plain needs at least 2 images to estimate statistics, "
-                         f"got {attacker_plain.shape[0]}")
+    if train_plain.shape[0] < 2:
+        raise ShapeError(f"{who}: train_plain needs at least 2 images to estimate statistics, "
+                         f"got {train_plain.shape[0]}")
     return b
 
 
@@ -483,15 +469,15 @@ def _channel_order(images: torch.Tensor, attacker_plain: torch.Tensor) -> np.nda
 
 
 # ----------------------------------------------------------------------------- the attack
-def le_statistics_attack(victim_enc: torch.Tensor, attacker_plain: torch.Tensor, *, block_size: int = 4,
+def le_statistics_attack(*, train_plain: torch.Tensor, test_protected: torch.Tensor, block_size: int = 4,
                          restarts: int = 6, fw_iters: int = 40, unary_weight: float = 0.2, edge_step: int = 1,
                          seed: int = 0) -> LEStatsResult:
     """Recover an LE key from the victim's ciphertexts and unpaired plain images; decrypt.
 
     Args:
-        victim_enc: uint8 ``(N, C, H, W)``, the victim's images encrypted with one LE key.
-        attacker_plain: uint8 ``(M, C, H, W)``, the attacker's own plain images of a similar
+        train_plain: uint8 ``(M, C, H, W)``, the attacker's own plain images of a similar
             distribution (not the victim's; no pairs needed).
+        test_protected: uint8 ``(N, C, H, W)``, the victim's images encrypted with one LE key.
         block_size: LE's block size ``B`` (Tanaka: 4).
         restarts: Frank–Wolfe restarts of each graph matching (the first starts at the
             barycentre, the others at random doubly-stochastic matrices drawn from ``seed``).
@@ -505,9 +491,9 @@ def le_statistics_attack(victim_enc: torch.Tensor, attacker_plain: torch.Tensor,
     Returns an :class:`LEStatsResult` (key, decrypted images, diagnostics, CPU seconds).
     """
     who = "le_statistics_attack"
-    b = _check_inputs(victim_enc, attacker_plain, block_size, who)
-    if isinstance(restarts, bool) or not isinstance(restarts, (int, np.integer)) or restarts < 1:
-        raise ValueError(f"{who}: restarts must be a positive int, got {restarts!r}")
+    b = _check_inputs(test_protected, train_plain, block_size, who)
+    check_positive_int(restarts, "restarts", who)
+    victim_enc, attacker_plain = test_protected, train_plain
     t0 = time.process_time()
     rng = np.random.default_rng(seed)
     n, c, h, w = victim_enc.shape
@@ -610,27 +596,30 @@ def le_statistics_attack(victim_enc: torch.Tensor, attacker_plain: torch.Tensor,
                          diagnostics=diag)
 
 
-def le_stats_curve(victim_enc: torch.Tensor, victim_plain: torch.Tensor, attacker_plain: torch.Tensor,
-                   counts: Sequence[int] = (5, 20, 50, 200), *, block_size: int = 4, seed: int = 0,
+def le_stats_curve(*, train_plain: torch.Tensor, test_protected: torch.Tensor, test_plain: torch.Tensor,
+                   counts: Sequence[int] = (5, 20, 50, 200), block_size: int = 4, seed: int = 0,
                    **kwargs: Any) -> dict[int, dict[str, float]]:
     """SSIM and bit-exact rate of :func:`le_statistics_attack` against the number of victim images.
 
-    For each ``n`` in ``counts`` the attack sees only the first ``n`` encrypted victims and is
-    scored on those ``n``: ``{n: {"ssim": mean SSIM, "exact": fraction decrypted bit-exactly,
+    For each ``n`` in ``counts`` the attack sees only the first ``n`` encrypted victims
+    (``test_protected``) and is scored on those ``n`` against their plain images
+    (``test_plain``): ``{n: {"ssim": mean SSIM, "exact": fraction decrypted bit-exactly,
     "cpu_seconds": ...}}``.
     """
     from ppml.metrics import ssim
 
     who = "le_stats_curve"
-    _check_images(victim_plain, who, "victim_plain")
-    if victim_plain.shape != victim_enc.shape:
-        raise ValueError(f"{who}: victim_plain {tuple(victim_plain.shape)} must have the shape of victim_enc "
-                         f"{tuple(victim_enc.shape)} (the same images, plain)")
+    check_images(test_plain, "test_plain", who, dtype="uint8")
+    check_images(test_protected, "test_protected", who, dtype="uint8")
+    if test_plain.shape != test_protected.shape:
+        raise ShapeError(f"{who}: test_plain {tuple(test_plain.shape)} must have the shape of test_protected "
+                         f"{tuple(test_protected.shape)} (the same images, plain)")
+    victim_enc, victim_plain = test_protected, test_plain
     out = {}
     for k in counts:
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= len(victim_enc):
-            raise ValueError(f"{who}: every count must be an int in 1..{len(victim_enc)}, got {k!r}")
-        r = le_statistics_attack(victim_enc[:k], attacker_plain, block_size=block_size, seed=seed, **kwargs)
+        check_int(k, "every count", who, minimum=1, maximum=len(victim_enc))
+        r = le_statistics_attack(train_plain=train_plain, test_protected=victim_enc[:k], block_size=block_size,
+                                 seed=seed, **kwargs)
         out[int(k)] = {"ssim": float(ssim(r.images, victim_plain[:k]).mean()),
                        "exact": float((r.images == victim_plain[:k]).flatten(1).all(1).float().mean()),
                        "cpu_seconds": round(r.cpu_seconds, 2)}

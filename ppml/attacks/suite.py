@@ -123,13 +123,14 @@ def run_attacks(victim: torch.Tensor, victim_train: torch.Tensor, attacker_plain
         victim_enc = victim_key(victim)
         rec = {"Encrypted": victim_enc}
         if "FR-Attack" in attacks:
-            rec["FR-Attack"] = fr_attack(victim_enc, reference=attacker_plain)
+            rec["FR-Attack"] = fr_attack(test_protected=victim_enc, train_plain=attacker_plain)
         if "GAN-Attack" in attacks:
             t0 = time.process_time()
             kw = {**GAN_CPU, "epochs": gan_epochs, "block_size": (gan_block or {}).get(scheme, 4),
                   "input": (gan_input or {}).get(scheme, "bytes"), **dict(gan_kwargs or {}),
                   **dict((gan_scheme_kwargs or {}).get(scheme, {}))}
-            r = gan_attack(attacker_plain, victim_key(victim_train), victim_enc, seed=seed, **kw, **track)
+            r = gan_attack(train_plain=attacker_plain, train_protected=victim_key(victim_train),
+                           test_protected=victim_enc, seed=seed, **kw, **track)
             if eval_every:
                 r, hist = r
                 curve(f"GAN {scheme}", hist)
@@ -138,7 +139,8 @@ def run_attacks(victim: torch.Tensor, victim_train: torch.Tensor, attacker_plain
         if "ITN-Attack" in attacks:
             t0 = time.process_time()  # exact pairs made with other keys of the scheme
             atk_enc = EncryptBatch([mk(seed + 2000 + i) for i in range(attack_keys)])(attacker_plain, g)
-            r = itn_attack(atk_enc, attacker_plain, victim_enc, seed=seed, **{**dict(itn_kwargs or {}), **track})
+            r = itn_attack(train_plain=attacker_plain, train_protected=atk_enc, test_protected=victim_enc, seed=seed,
+                           **{**dict(itn_kwargs or {}), **track})
             if eval_every:
                 r, hist = r
                 curve(f"ITN {scheme}", hist)

@@ -66,6 +66,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ppml._checks import DTypeError, RangeError, ShapeError
 from ppml.keys import Key, channel_permutations, normalize_image_size
 
 __all__ = [
@@ -216,7 +217,8 @@ class BlockGrid:
         (h, w), c = self.image_size, self.channels
         if not isinstance(x, torch.Tensor) or x.dim() != 4 or tuple(x.shape[1:]) != (c, h, w):
             got = f"shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
-            raise ValueError(f"{who}: expected a tensor of shape (N, {c}, {h}, {w}) (this grid's), got {got}")
+            raise (ShapeError if isinstance(x, torch.Tensor) else TypeError)(
+                f"{who}: expected a tensor of shape (N, {c}, {h}, {w}) (this grid's), got {got}")
 
     def to_blocks(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, C, H, W)`` → ``(N, n_blocks, C, B, B)`` (a copy), blocks row-major.
@@ -553,21 +555,21 @@ class Cipher(nn.Module):
     def _check(self, x: Any) -> None:
         name = type(self).__name__
         if not isinstance(x, torch.Tensor):
-            raise ValueError(f"{name}: expected a torch.Tensor of shape (N, C, H, W), got {type(x).__name__}")
+            raise TypeError(f"{name}: expected a torch.Tensor of shape (N, C, H, W), got {type(x).__name__}")
         if x.dim() != 4:
-            raise ValueError(f"{name}: expected a batch of shape (N, C, H, W), got shape {tuple(x.shape)}; "
+            raise ShapeError(f"{name}: expected a batch of shape (N, C, H, W), got shape {tuple(x.shape)}; "
                              f"use x.unsqueeze(0) for a single image")
         if x.dtype != torch.uint8 and x.dtype not in FLOAT_DTYPES:
-            raise ValueError(f"{name}: expected dtype uint8, or float16/32/64 in [0, 1], got {x.dtype}")
+            raise DTypeError(f"{name}: expected dtype uint8, or float16/32/64 in [0, 1], got {x.dtype}")
         _, c, h, w = x.shape
         (eh, ew), b = self.image_size, self.block_size
         if c != self.channels:
-            raise ValueError(f"{name}: expected {self.channels} channel(s) (the key's), got {c}")
+            raise ShapeError(f"{name}: expected {self.channels} channel(s) (the key's), got {c}")
         if h % b or w % b:
-            raise ValueError(f"{name}: image size {h}x{w} is not divisible by block size {b}: "
+            raise ShapeError(f"{name}: image size {h}x{w} is not divisible by block size {b}: "
                              f"expected {eh}x{ew} (the key's image size)")
         if (h, w) != (eh, ew):
-            raise ValueError(f"{name}: expected {eh}x{ew} images (the key's image size), got {h}x{w}; "
+            raise ShapeError(f"{name}: expected {eh}x{ew} images (the key's image size), got {h}x{w}; "
                              f"generate a key for {h}x{w}")
         dev = self._device()
         if dev is not None and x.device != dev:
@@ -577,7 +579,7 @@ class Cipher(nn.Module):
             lo, hi = torch.aminmax(x)
             lo, hi = float(lo), float(hi)
             if not (lo >= 0.0 and hi <= 1.0):
-                raise ValueError(f"{name}: float images must lie in [0, 1], got values in [{lo}, {hi}]; "
+                raise RangeError(f"{name}: float images must lie in [0, 1], got values in [{lo}, {hi}]; "
                                  f"expected x/255 for 8-bit data, or pass uint8")
 
     def _check_key_ids(self, key_ids: Any, x: torch.Tensor) -> torch.Tensor | None:

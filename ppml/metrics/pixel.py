@@ -23,19 +23,15 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
+from ppml._checks import RangeError, ShapeError, check_images
+
 __all__ = ["mse", "psnr", "ssim"]
 
 
 # --------------------------------------------------------------------------- input handling
 def _check_batch(x: torch.Tensor, name: str, who: str) -> None:
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{who}: {name} must be a torch.Tensor (N, C, H, W), got {type(x).__name__}; "
-                        "convert with torch.as_tensor(...)")
-    if x.ndim != 4:
-        raise ValueError(f"{who}: {name} must be a batch (N, C, H, W), got shape {tuple(x.shape)}; "
-                         "add a batch axis with x[None] for a single image")
-    if x.dtype != torch.uint8 and not x.is_floating_point():
-        raise TypeError(f"{who}: {name} must be uint8 (0-255) or float in [0, 1], got {x.dtype}")
+    # the range is checked by _to_unit against the declared value_range
+    check_images(x, name, who, value_range=None)
 
 
 def _to_unit(x: torch.Tensor, name: str, who: str, value_range: Sequence[float] = (0.0, 1.0),
@@ -52,13 +48,13 @@ def _to_unit(x: torch.Tensor, name: str, who: str, value_range: Sequence[float] 
         mn, mx = float(x.detach().min()), float(x.detach().max())  # NaN propagates into both
         if not (math.isfinite(mn) and math.isfinite(mx)):
             bad = int((~torch.isfinite(x.detach())).sum())
-            raise ValueError(
-                f"{who}: {name} has {bad} non-finite value(s) (NaN or ±inf); every metric would be NaN. "
+            raise RangeError(
+                f"{who}: {name} must be finite, got {bad} non-finite value(s) (NaN or ±inf); every metric would be NaN. "
                 "Check the model or cipher that produced it (e.g. a diverged reconstruction), or replace them "
                 "with torch.nan_to_num(x).clamp(0, 1)")
         if mn < lo - tol or mx > hi + tol:
-            raise ValueError(
-                f"{who}: {name} has values in [{mn:.4g}, {mx:.4g}], outside value_range=({lo:g}, {hi:g}); "
+            raise RangeError(
+                f"{who}: {name} has values outside value_range=({lo:g}, {hi:g}): got [{mn:.4g}, {mx:.4g}]; "
                 "pass uint8 images, float images in [0, 1], or say the range with value_range=(-1, 1) "
                 "(clamp reconstructions that overshoot)")
     if (lo, hi) == (0.0, 1.0):
@@ -71,9 +67,9 @@ def _pair(x: torch.Tensor, y: torch.Tensor, who: str, value_range: Sequence[floa
     _check_batch(x, "x", who)
     _check_batch(y, "y", who)
     if x.shape != y.shape:
-        raise ValueError(f"{who}: x and y must have the same shape, got {tuple(x.shape)} and {tuple(y.shape)}")
+        raise ShapeError(f"{who}: x and y must have the same shape, got {tuple(x.shape)} and {tuple(y.shape)}")
     if min(x.shape[-2:]) < min_size:
-        raise ValueError(f"{who}: images must be at least {min_size}×{min_size}, got {tuple(x.shape[-2:])}")
+        raise ShapeError(f"{who}: images must be at least {min_size}×{min_size}, got {tuple(x.shape[-2:])}")
     xf, yf = _to_unit(x, "x", who, value_range), _to_unit(y, "y", who, value_range)
     if xf.dtype != yf.dtype:
         dt = torch.promote_types(xf.dtype, yf.dtype)
@@ -136,7 +132,7 @@ def ssim(x: torch.Tensor, y: torch.Tensor, *, win_size: int = 7, gaussian_weight
     _check_batch(x, "x", "ssim")
     _check_batch(y, "y", "ssim")
     if x.shape != y.shape:
-        raise ValueError(f"ssim: x and y must have the same shape, got {tuple(x.shape)} and {tuple(y.shape)}")
+        raise ShapeError(f"ssim: x and y must have the same shape, got {tuple(x.shape)} and {tuple(y.shape)}")
     if gaussian_weights:
         win_size = 2 * int(3.5 * sigma + 0.5) + 1
     if win_size < 3 or win_size % 2 == 0:

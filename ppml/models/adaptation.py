@@ -46,6 +46,8 @@ from typing import Any, Mapping
 import torch
 import torch.nn as nn
 
+from ppml._checks import ShapeError, check_images
+
 from . import create_model, register_model
 
 __all__ = ["nibble_planes", "NibblePlanes", "LEAdaptation", "ELEAdaptation", "AdaptedClassifier",
@@ -57,13 +59,9 @@ REPRESENTATIONS = ("nibbles", "bytes")
 
 def _as_bytes(x: torch.Tensor, who: str) -> torch.Tensor:
     """uint8 as is; float in [0, 1] → ``round(x·255)`` (exact for images made as k/255)."""
-    if not isinstance(x, torch.Tensor) or x.dim() != 4:
-        raise ValueError(f"{who}: expected a batch tensor (N, C, H, W), got "
-                         f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
+    check_images(x, "x", who, allow_empty=True, min_size=0, value_range=None)
     if x.dtype == torch.uint8:
         return x
-    if not x.is_floating_point():
-        raise ValueError(f"{who}: expected uint8 or float in [0, 1], got dtype {x.dtype}")
     return (x.detach().float() * 255).round_().clamp_(0, 255).to(torch.uint8)
 
 
@@ -104,7 +102,7 @@ def _check_rep(representation: str) -> str:
 def _check_geometry(image_size: Any, block_size: int, who: str) -> tuple[int, int]:
     h, w = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
     if block_size < 1 or h % block_size or w % block_size:
-        raise ValueError(f"{who}: image size {h}x{w} is not divisible by block_size={block_size}; "
+        raise ShapeError(f"{who}: image size {h}x{w} is not divisible by block_size={block_size}; "
                          f"use the cipher's block size (4 for LE/ELE on 32×32)")
     return int(h), int(w)
 

@@ -25,6 +25,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ppml._checks import check_probability
+
 from . import register_model
 
 __all__ = ["PyramidNet", "ShakeDrop", "pyramidnet_shakedrop"]
@@ -53,8 +55,7 @@ class ShakeDrop(nn.Module):
     def __init__(self, p: float = 0.5, alpha_range: tuple[float, float] = (-1.0, 1.0),
                  beta_range: tuple[float, float] = (0.0, 1.0), per_sample: bool = True) -> None:
         super().__init__()
-        if not 0.0 <= p <= 1.0:
-            raise ValueError(f"ShakeDrop: p must lie in [0, 1], got {p}")
+        check_probability(p, "p", "ShakeDrop")
         self.p, self.alpha_range, self.beta_range, self.per_sample = float(p), alpha_range, beta_range, per_sample
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

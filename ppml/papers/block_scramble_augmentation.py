@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from ppml._checks import check_batch, generator_device, seed_generator, seed_sequence
-from ppml.attacks.jigsaw import (JigsawResults, _check_images, _summ, aligned_reconstruction, score, solve,
+from ppml.attacks.jigsaw import (JigsawResults, _grid, _summ, aligned_reconstruction, score, solve,
                                  true_arrangement)
 from ppml.keys import BlockScrambleKey, check_geometry
 from ppml.loader import BatchLoader
@@ -453,7 +453,7 @@ def augmentation_study(images: torch.Tensor, block_size: int = 8, *, num_keys: i
     >>> sorted(r.record), r.record["no_augmentation"]["direct"]
     (['augmentation', 'no_augmentation'], 1.0)
     """
-    _check_images(images, block_size, "augmentation_study")
+    _grid(images, block_size, "augmentation_study", name="images")
     if images.dtype != torch.uint8:
         raise ValueError("augmentation_study expects uint8 images")
     n, _, h, w = images.shape

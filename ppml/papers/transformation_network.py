@@ -51,6 +51,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ppml._checks import ShapeError, check_images
 from ppml.losses import feature_reconstruction_loss, image_mse_loss
 from ppml.models import create_model
 from ppml.train import FitResult, fit
@@ -63,14 +64,11 @@ __all__ = ["REGIMES", "TransformNet", "TransformationLoss", "build_transformnet"
 REGIMES = ("joint", "frozen")
 
 
-def _check_images(x: Any, who: str) -> torch.Tensor:
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{who} must be a torch.Tensor (N, 3, H, W), got {type(x).__name__}")
-    if x.ndim != 4 or x.shape[1] != 3:
-        raise ValueError(f"{who} must be a batch of RGB images (N, 3, H, W), got shape {tuple(x.shape)}; "
-                         "replicate grey images to 3 channels")
-    if not (x.dtype == torch.uint8 or x.is_floating_point()):
-        raise ValueError(f"{who} must be uint8 or float in [0, 1], got {x.dtype}")
+def _check_images(x: Any, name: str) -> torch.Tensor:
+    check_images(x, name, "transformation_network", allow_empty=True, value_range=None)
+    if x.shape[1] != 3:
+        raise ShapeError(f"transformation_network: {name} must be a batch of RGB images (N, 3, H, W), got shape "
+                         f"{tuple(x.shape)}; replicate grey images to 3 channels")
     return x
 
 

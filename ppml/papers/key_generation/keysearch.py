@@ -46,6 +46,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 
+from ppml._checks import check_images, check_positive_int
 from ppml.ciphers import Cipher, cipher_for
 from ppml.keys import Key, PEKey, normalize_image_size
 from ppml.utils import progress
@@ -111,29 +112,8 @@ def _default_metric() -> Metric:
     return LPIPSScore("alex")
 
 
-def _check_images(images: Any, who: str) -> torch.Tensor:
-    if not isinstance(images, torch.Tensor):
-        raise TypeError(f"{who}: images must be a torch.Tensor of shape (N, C, H, W), got {type(images).__name__}")
-    if images.dim() != 4 or images.shape[0] == 0:
-        raise ValueError(f"{who}: images must have shape (N, C, H, W) with N >= 1, got {tuple(images.shape)}")
-    if images.dtype != torch.uint8 and not images.is_floating_point():
-        raise ValueError(f"{who}: images must be uint8 or float in [0, 1], got dtype {images.dtype}")
-    if images.is_floating_point():
-        lo, hi = float(images.min()), float(images.max())
-        if lo < 0.0 or hi > 1.0:
-            raise ValueError(f"{who}: float images must lie in [0, 1], got values in [{lo:.3g}, {hi:.3g}]; "
-                             f"pass uint8 or x / 255")
-    return images
-
-
 def _to_float(x: torch.Tensor) -> torch.Tensor:
     return x.float().div_(255) if x.dtype == torch.uint8 else x.float()
-
-
-def _check_positive_int(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or int(value) < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    return int(value)
 
 
 def _seed_sequences(seed: Any, n: int) -> list[np.random.SeedSequence]:
@@ -224,8 +204,8 @@ def pih_score(key: Key | Cipher, images: torch.Tensor, metric: Metric | None = N
     >>> round(pih_score(key, x, mae), 6) == round(235 / 255, 6)
     True
     """
-    images = _check_images(images, "pih_score")
-    batch_size = _check_positive_int(batch_size, "batch_size")
+    images = check_images(images, "images", "pih_score")
+    batch_size = check_positive_int(batch_size, "batch_size")
     metric = metric if metric is not None else _default_metric()
     cipher = key if isinstance(key, Cipher) else cipher_for(key)
     chunks, bound = _prepare(images, metric, batch_size, device)
@@ -319,8 +299,8 @@ def key_scores(keys: Sequence[Key], images: torch.Tensor, metric: Metric | None 
     >>> float(s[0]), bool(s[1] > 0)
     (0.0, True)
     """
-    images = _check_images(images, "key_scores")
-    batch_size = _check_positive_int(batch_size, "batch_size")
+    images = check_images(images, "images", "key_scores")
+    batch_size = check_positive_int(batch_size, "batch_size")
     metric = metric if metric is not None else _default_metric()
     chunks, bound = _prepare(images, metric, batch_size, device)
     out = np.empty(len(keys), dtype=np.float64)
@@ -369,9 +349,9 @@ def best_key(scheme: type[Key] | type[Cipher], images: torch.Tensor, trials: int
     (True, True)
     """
     key_cls = _key_class(scheme)
-    images = _check_images(images, "best_key")
-    trials = _check_positive_int(trials, "trials")
-    batch_size = _check_positive_int(batch_size, "batch_size")
+    images = check_images(images, "images", "best_key")
+    trials = check_positive_int(trials, "trials")
+    batch_size = check_positive_int(batch_size, "batch_size")
     metric = metric if metric is not None else _default_metric()
     if not callable(metric):
         raise TypeError(f"metric must be a callable metric(x, y) -> (N,) scores, got {type(metric).__name__}")
@@ -427,7 +407,7 @@ def inversion_key(image_size: Any, ratio: float, channels: int = 3, seed: Any = 
     if isinstance(ratio, bool) or not isinstance(ratio, (int, float, np.floating, np.integer)) \
             or not 0.0 <= float(ratio) <= 1.0:
         raise ValueError(f"ratio must be a number in [0, 1] (the fraction of inverted values), got {ratio!r}")
-    c = _check_positive_int(channels, "channels")
+    c = check_positive_int(channels, "channels")
     rng = np.random.default_rng(seed) if not isinstance(seed, np.random.Generator) else seed
     d = c * h * w if unit == "value" else h * w
     k = int(round(float(ratio) * d))
@@ -450,7 +430,7 @@ def invert_fraction(x: torch.Tensor, ratio: float, seed: Any = None, *, unit: st
     >>> torch.equal(invert_fraction(x, 0.0, seed=0), x), int(invert_fraction(x, 1.0).min())
     (True, 255)
     """
-    x = _check_images(x, "invert_fraction")
+    x = check_images(x, "x", "invert_fraction")
     key = inversion_key(tuple(x.shape[-2:]), ratio, channels=x.shape[1], seed=seed, unit=unit)
     return cipher_for(key).to(x.device)(x)
 
@@ -477,9 +457,9 @@ def metric_curves(images: torch.Tensor, ratios: Sequence[float], metrics: Mappin
     >>> c["mse"].shape, float(c["mse"][0, 0]), bool((c["mse"][:, 2] > c["mse"][:, 1]).all())
     ((2, 3), 0.0, True)
     """
-    images = _check_images(images, "metric_curves")
-    repeats = _check_positive_int(repeats, "repeats")
-    batch_size = _check_positive_int(batch_size, "batch_size")
+    images = check_images(images, "images", "metric_curves")
+    repeats = check_positive_int(repeats, "repeats")
+    batch_size = check_positive_int(batch_size, "batch_size")
     ratios = [float(r) for r in ratios]
     if not ratios:
         raise ValueError("ratios is empty: give the inversion ratios to evaluate, e.g. [0, 0.1, …, 1]")
@@ -555,6 +535,6 @@ def search_repeats(scheme: type[Key] | type[Cipher], images: torch.Tensor, *, tr
     >>> len(runs), runs[0].trials, bool(runs[0].scores[0] != runs[1].scores[0])
     (2, 3, True)
     """
-    repeats = _check_positive_int(repeats, "repeats")
+    repeats = check_positive_int(repeats, "repeats")
     return [best_key(scheme, images, trials, seed=np.random.SeedSequence([int(seed), r]), **kwargs)
             for r in range(repeats)]
