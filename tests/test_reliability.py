@@ -245,12 +245,13 @@ def test_hostile_key_files_name_the_file(tmp_path, text, match):
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])
 def test_metrics_reject_non_finite_input(metric, bad):
     from ppml import metrics
+    from ppml._checks import RangeError
 
     x = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
     y = x.clone()
     y[1, 0, 3, 3] = bad
     for a, b, name in ((x, y, "y"), (y, x, "x")):
-        with pytest.raises(ValueError, match=rf"{metric}: {name} has 1 non-finite value\(s\) \(NaN or ±inf\)"):
+        with pytest.raises(RangeError, match=rf"{metric}: {name} must be finite, got 1 non-finite value\(s\) \(NaN or ±inf\)"):
             getattr(metrics, metric)(a, b)
     with pytest.raises(ValueError, match="value_range must be finite"):
         metrics.mse(x, x, value_range=(0, float("nan")))

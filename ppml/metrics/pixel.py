@@ -30,8 +30,9 @@ __all__ = ["mse", "psnr", "ssim"]
 
 # --------------------------------------------------------------------------- input handling
 def _check_batch(x: torch.Tensor, name: str, who: str) -> None:
-    # the range is checked by _to_unit against the declared value_range
-    check_images(x, name, who, value_range=None)
+    # the range is checked by _to_unit against the declared value_range; per-image metrics of
+    # an empty batch are an empty result (tests/test_reliability.py), not an error
+    check_images(x, name, who, value_range=None, allow_empty=True)
 
 
 def _to_unit(x: torch.Tensor, name: str, who: str, value_range: Sequence[float] = (0.0, 1.0),
