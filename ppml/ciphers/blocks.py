@@ -70,7 +70,8 @@ from ppml.keys import Key, channel_permutations, normalize_image_size
 
 __all__ = [
     "BlockGrid", "Cipher", "ByteCipher", "NibbleCipher", "dihedral_table", "block_gather_index",
-    "channel_local_index", "invert_gather", "nibble_fast_tables", "nibble_block_index", "FLOAT_DTYPES",
+    "channel_local_index", "invert_gather", "nibble_fast_tables", "nibble_block_index", "stack_ciphers",
+    "FLOAT_DTYPES",
 ]
 
 #: floating dtypes accepted as input (bfloat16 cannot hold k/255 exactly enough to round-trip)
@@ -248,35 +249,38 @@ class BlockGrid:
         return (blocks.reshape(n, self.rows, self.cols, c, b, b).permute(0, 3, 1, 4, 2, 5)
                 .reshape(n, c, h, w))
 
-    def permute_blocks(self, x: torch.Tensor, perms: torch.Tensor) -> torch.Tensor:
+    def permute_blocks(self, x: torch.Tensor, perms: torch.Tensor, *,
+                       who: str = "BlockGrid.permute_blocks") -> torch.Tensor:
         """Permute the blocks of every image, exactly, for any dtype: output block ``i`` of image
         ``k`` is its input block ``perms[k, i]`` (``perms`` ``(n_blocks,)`` for the whole batch
         or ``(N, n_blocks)``, one permutation per image; integer, on ``x``'s device). One gather.
+        Errors start with ``who``.
 
         >>> g = BlockGrid((2, 4), 2)
         >>> g.permute_blocks(torch.arange(8).reshape(1, 1, 2, 4), torch.tensor([1, 0]))[0, 0].tolist()
         [[2, 3, 0, 1], [6, 7, 4, 5]]
         """
-        blocks = self.to_blocks(x)
+        self._check_batch(x, who)
         n, nb = x.shape[0], self.n_blocks
         if not isinstance(perms, torch.Tensor) or perms.is_floating_point() or perms.is_complex() \
                 or perms.dtype == torch.bool:
             got = perms.dtype if isinstance(perms, torch.Tensor) else type(perms).__name__
-            raise ValueError(f"BlockGrid.permute_blocks: perms must be an integer tensor of block indices, got {got}; "
+            raise ValueError(f"{who}: perms must be an integer tensor (integer block indices), got {got}; "
                              f"use torch.as_tensor(perms, dtype=torch.long)")
-        if perms.dim() == 1:
+        if tuple(perms.shape) == (nb,):
             perms = perms.expand(n, -1)
         if tuple(perms.shape) != (n, nb):
-            raise ValueError(f"BlockGrid.permute_blocks: perms must have shape ({nb},) or ({n}, {nb}) for {n} images "
+            raise ValueError(f"{who}: perms must have shape ({nb},) or ({n}, {nb}) for {n} images "
                              f"of {nb} blocks, got {tuple(perms.shape)}")
         if perms.device != x.device:
-            raise ValueError(f"BlockGrid.permute_blocks: perms is on {perms.device} but the images are on {x.device}: "
+            raise ValueError(f"{who}: perms is on {perms.device} but the images are on {x.device}: "
                              f"use perms.to(x.device)")
         if n and nb:
             lo, hi = torch.aminmax(perms)
             if int(lo) < 0 or int(hi) >= nb:
-                raise ValueError(f"BlockGrid.permute_blocks: block indices must lie in 0..{nb - 1}, got "
+                raise ValueError(f"{who}: block indices must lie in 0..{nb - 1}, got "
                                  f"{int(lo) if int(lo) < 0 else int(hi)}")
+        blocks = self.to_blocks(x)
         flat = blocks.reshape(n, nb, -1)
         out = torch.gather(flat, 1, perms.long()[:, :, None].expand(-1, -1, flat.shape[2]))
         return self.from_blocks(out.reshape(blocks.shape))
@@ -791,6 +795,38 @@ class ByteCipher(Cipher):
             word_apply(xw, ow, ids)
 
         return apply
+
+
+def stack_ciphers(modules: Iterable[nn.Module]) -> Cipher | None:
+    """One key set of single-key ciphers: ``stack_ciphers(ms)(x, key_ids)`` equals ``ms[key_ids[n]](x[n])``
+    for every image ``n``, in one gather. ``None`` unless every module is a single-key
+    :class:`Cipher` of one class (that keeps the base ``forward``/``inverse``), one geometry and
+    one device — callers then fall back to calling the modules one by one.
+
+    The set is a new module on the ciphers' device (built from their keys, not registered
+    anywhere: a cache of a transform must not add its tables to a ``state_dict``).
+
+    >>> from ppml.ciphers import EtC
+    >>> from ppml.keys import EtCKey
+    >>> ms = [EtC(key=k) for k in EtCKey.generate_many(2, image_size=8, block_size=4, seed=0)]
+    >>> x = torch.randint(0, 256, (3, 3, 8, 8), dtype=torch.uint8)
+    >>> torch.equal(stack_ciphers(ms)(x, key_ids=torch.tensor([1, 0, 1]))[1:2], ms[0](x[1:2]))
+    True
+    >>> stack_ciphers([ms[0], nn.Identity()]) is None
+    True
+    """
+    mods = list(modules)
+    if not mods or not isinstance(mods[0], Cipher):
+        return None
+    cls = type(mods[0])
+    if cls.forward is not Cipher.forward or cls.inverse is not Cipher.inverse:
+        return None  # a subclass with its own forward may not take key_ids
+    if any(type(m) is not cls or m.num_keys != 1 for m in mods):
+        return None
+    grid, device = mods[0].grid, mods[0]._device()
+    if any(m.grid != grid or m._device() != device for m in mods):
+        return None
+    return cls.from_keys([m.key for m in mods]).to(device)
 
 
 def _gather_xor(index: torch.Tensor, mask: torch.Tensor, masked: bool, rows: int, device: torch.device,
