@@ -281,8 +281,10 @@ class BlockGrid:
                 raise ValueError(f"{who}: block indices must lie in 0..{nb - 1}, got "
                                  f"{int(lo) if int(lo) < 0 else int(hi)}")
         blocks = self.to_blocks(x)
-        flat = blocks.reshape(n, nb, -1)
-        out = torch.gather(flat, 1, perms.long()[:, :, None].expand(-1, -1, flat.shape[2]))
+        # whole blocks as rows of one (N·n_blocks, C·B·B) table: one index_select of rows (a
+        # copy of each block) beats a gather of every element by ~1.4x on CPU
+        rows = (perms.long() + torch.arange(n, device=x.device)[:, None] * nb).reshape(-1)
+        out = blocks.reshape(n * nb, self.block_numel).index_select(0, rows)
         return self.from_blocks(out.reshape(blocks.shape))
 
 
