@@ -22,8 +22,9 @@ cache — still no Python loop over keys or images. A byte table that moves alig
 many (the same bytes out, several times faster). ``key_ids`` is an int64 tensor of shape ``(N,)``
 on the input's device with values in ``0..K-1``; a single-key cipher accepts it too (all
 zeros) and a K = 1 set *is* the single-key cipher (same tables, same kernel). Memory: a key
-set costs about ``6·C·H·W`` bytes per key for byte ciphers (18 KB for CIFAR) and
-``14·C·H·W`` for nibble ciphers.
+set costs about ``6·C·H·W`` bytes per key for byte ciphers (18 KB for CIFAR; ``10·C·H·W``
+for EtC and PE, whose per-image kernel gathers from ``[x | ~x]`` with the negation folded
+into a second index table) and ``14·C·H·W`` for nibble ciphers.
 
 >>> import torch
 >>> from ppml.ciphers import EtC
@@ -749,6 +750,7 @@ class ByteCipher(Cipher):
                                     "inverse_mask": np.uint8})
         self._masked = bool(self.mask.any())
         self._register_word_tables()
+        self._negate_fold = self._register_negate_tables()
 
     def _tables(self, arrays: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover
         """``(index, mask)``, each ``(K, C·H·W)``, from the keys' arrays stacked along axis 0."""
@@ -778,8 +780,28 @@ class ByteCipher(Cipher):
                 t = getattr(self, name)
                 self.register_buffer(f"{name}_words", t[..., ::self._word] // self._word, persistent=False)
 
+    def _register_negate_tables(self) -> bool:
+        """Key sets whose masks only negate bytes (0 or 255: EtC, PE) also get ``index_neg``,
+        the index plus ``D`` where the output byte is negated: a gather from the row
+        ``[x | ~x]`` then does the gather and the mask at once, without picking each image's
+        mask row and XOR-ing it (one pass fewer per chunk; measured ~1.1x faster for EtC
+        on CPU). Derived, so not saved in ``state_dict``; ``2·D`` more bytes per key."""
+        if self.num_keys == 1 or not self._masked or self._word > 1:
+            return False
+        d = self.grid.numel
+        if not all(bool(((m == 0) | (m == 255)).all()) for m in (self.mask, self.inverse_mask)):
+            return False
+        dt = torch.from_numpy(np.empty(0, _index_dtype(2 * d))).dtype
+        for p in ("", "inverse_"):
+            index, mask = getattr(self, p + "index"), getattr(self, p + "mask")
+            folded = (index.to(torch.int32) + d * (mask == 255).to(torch.int32)).to(dt)
+            self.register_buffer(p + "index_neg", folded, persistent=False)
+        return True
+
     def _chunk_fn(self, encrypt: bool, rows: int, device: torch.device, per_image: bool) -> Apply:
         p = "" if encrypt else "inverse_"
+        if per_image and self._negate_fold:
+            return _gather_negated(getattr(self, p + "index_neg"), rows, device)
         index, mask = getattr(self, p + "index"), getattr(self, p + "mask")
         byte_apply = _gather_xor(index, mask, self._masked, rows, device, per_image)
         w = self._word
@@ -854,6 +876,25 @@ def _gather_xor(index: torch.Tensor, mask: torch.Tensor, masked: bool, rows: int
         torch.gather(x, 1, wide[:m], out=out)
         if masked:
             out.bitwise_xor_(torch.index_select(mask, 0, ids, out=picked_mask[:m]))
+
+    return apply_rows
+
+
+def _gather_negated(index_neg: torch.Tensor, rows: int, device: torch.device) -> Apply:
+    """``out = [x | ~x][index_neg]`` on rows, each row with its own table row (``ids``)."""
+    d = index_neg.shape[-1]
+    picked = torch.empty((rows, d), dtype=index_neg.dtype, device=device)
+    wide = torch.empty((rows, d), dtype=torch.int64, device=device)
+    both = torch.empty((rows, 2 * d), dtype=torch.uint8, device=device)
+
+    def apply_rows(x: torch.Tensor, out: torch.Tensor, ids: torch.Tensor) -> None:
+        m = x.shape[0]
+        torch.index_select(index_neg, 0, ids, out=picked[:m])  # each image's own table row
+        wide[:m].copy_(picked[:m])                             # gather wants int64 indices
+        src = both[:m]
+        src[:, :d].copy_(x)
+        torch.bitwise_not(x, out=src[:, d:])
+        torch.gather(src, 1, wide[:m], out=out)
 
     return apply_rows
 
