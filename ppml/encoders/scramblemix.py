@@ -180,7 +180,10 @@ class ScrambleMix(nn.Module):
         compat: ``"paper"`` (invertible PE) or ``"reference"`` (the code's duplicating PE
             channel shuffle, :class:`ReferencePE`); only affects PE keys.
 
-    All outputs are float32 in [0, 1] on the input's device.
+    All outputs are float32 in [0, 1] on the input's device. When the ``2P`` scramblers are
+    ppml ciphers of one scheme and geometry (or all :class:`ReferencePE`), :meth:`encode` runs
+    through one key set of all of them (``key_ids = 2·pair`` and ``2·pair + 1``: one gather
+    for each of the two scramblings of the whole batch); other modules, one call per pair.
     """
 
     def __init__(self, pairs: Sequence[tuple[Any, Any]], *, alpha: float = 5e-3, mix_ratio: float | None = None,
