@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ppml._checks import check_batch, check_probability, generator_device
-from ppml.ciphers import cipher_for
+from ppml.ciphers import cipher_for, stack_ciphers
 
 __all__ = [
     "hflip", "identity", "flip_where", "crop", "gridmask_keep", "mask", "to_float",
@@ -407,7 +407,10 @@ class EncryptBatch(BatchTransform):
     and dtype preserved), a list of them (a set of N keys), or key objects, which are turned
     into ciphers with ``ppml.ciphers.cipher_for``. With several ciphers, every call draws a
     key index per image from the generator (so it is re-drawn every epoch, reproducibly) and
-    encrypts with a loop over the N keys, not over images: ``y[idx_k] = cipher_k(x[idx_k])``.
+    encrypts image n with cipher ``keys[n]``: when the ciphers are ppml single-key ciphers of
+    one scheme and geometry, in one gather through their key set
+    (:func:`ppml.ciphers.stack_ciphers`, built on first use on the ciphers' device and kept out
+    of ``state_dict``); other modules (as below) one call per key, ``y[idx_k] = cipher_k(x[idx_k])``.
     The drawn indices are kept in ``last_keys`` (for :meth:`inverse` or inspection); pass
     ``keys=`` to choose them yourself (e.g. test images under key 0). A single cipher draws no
     random numbers. Parameters: ``{"keys": (N,) int64}``.
@@ -449,6 +452,9 @@ class EncryptBatch(BatchTransform):
                                      f"nor a ppml key: {e}") from e
         self.ciphers = nn.ModuleList(mods)
         self.last_keys: torch.Tensor | None = None
+        # the key set of the ciphers, by the ciphers' device: not a submodule, so neither
+        # state_dict nor a checkpoint's run fingerprint sees a second copy of the tables
+        self._key_sets: dict[Any, tuple[tuple[nn.Module, ...], nn.Module | None]] = {}
 
     @property
     def num_keys(self) -> int:
@@ -459,10 +465,23 @@ class EncryptBatch(BatchTransform):
         """Key index per image, uniform over the set (int64 on the generator's device)."""
         return torch.randint(0, self.num_keys, (n,), generator=generator, device=generator_device(generator))
 
+    def _key_set(self) -> nn.Module | None:
+        """The key set of the ciphers (None for other modules), rebuilt when they change or move."""
+        mods = tuple(self.ciphers)
+        dev = next((b.device for b in mods[0].buffers()), None)
+        cache = self.__dict__.setdefault("_key_sets", {})  # (an instance unpickled from before it existed)
+        cached = cache.get(dev)
+        if cached is None or len(cached[0]) != len(mods) or any(a is not b for a, b in zip(cached[0], mods)):
+            cached = cache[dev] = (mods, stack_ciphers(mods))
+        return cached[1]
+
     def _encrypt_by_key(self, x: torch.Tensor, keys: torch.Tensor, inverse: bool) -> torch.Tensor:
         if self.num_keys == 1:
             c = self.ciphers[0]
             return c.inverse(x) if inverse else c(x)
+        key_set = self._key_set()
+        if key_set is not None:
+            return key_set.inverse(x, key_ids=keys) if inverse else key_set(x, key_ids=keys)
         out = None
         for k, c in enumerate(self.ciphers):
             idx = torch.nonzero(keys == k).reshape(-1)

@@ -543,6 +543,11 @@ def test_key_set_tables_are_stacked_and_compact():
         single = EtC(key=key)
         assert torch.equal(cipher.index[k].long(), single.index)
         assert torch.equal(cipher.inverse_mask[k], single.inverse_mask)
+    # negation folded into the index for the per-image kernel: derived, never saved
+    assert cipher._negate_fold and "index_neg" not in cipher.state_dict()
+    neg = (cipher.mask == 255).to(torch.int64)
+    assert torch.equal(cipher.index_neg.long(), cipher.index.long() + 768 * neg)
+    assert not BlockScramble.from_keys(BlockScrambleKey.generate_many(2, image_size=16, block_size=4, seed=0))._negate_fold
     assert "num_keys=3" in repr(cipher) and "tensor" not in repr(cipher)
     with pytest.raises(ValueError, match=r"EtC holds 3 keys: use \.keys\[i\]"):
         cipher.key

@@ -536,3 +536,45 @@ def test_encrypt_batch_follows_to_and_keeps_pipelines_whole():
     assert one.num_keys == 1 and torch.equal(one(x, gen(0)), seq(x))
     with pytest.raises(ValueError, match="neither a cipher module, a callable nor a ppml key"):
         EncryptBatch([object()])
+
+
+@pytest.mark.parametrize("scheme", ["EtCKey", "LEKey", "PEKey"])
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
+def test_encrypt_batch_of_ppml_ciphers_is_one_key_set_equal_to_the_loop_over_keys(scheme, dtype):
+    import ppml.keys as pk
+    from ppml.ciphers import cipher_for
+
+    cls = getattr(pk, scheme)
+    kw = {} if scheme == "PEKey" else {"block_size": 4}
+    keys = [cls.generate(image_size=8, seed=s, **kw) for s in range(3)]
+    enc = EncryptBatch(keys)
+    x = torch.randint(0, 256, (40, 3, 8, 8), dtype=torch.uint8, generator=gen(2))
+    x = x if dtype == torch.uint8 else x.to(dtype) / 255
+    y = enc(x, gen(4))
+    key_set = enc._key_set()
+    assert key_set is not None and key_set.num_keys == 3 and key_set.keys == tuple(keys)
+    # image n under key last_keys[n], exactly the single-key cipher's result
+    for k in range(3):
+        sel = enc.last_keys == k
+        assert torch.equal(y[sel], cipher_for(keys[k])(x[sel]))
+    assert torch.equal(enc.inverse(y), x if dtype == torch.uint8 else (x * 255).round() / 255)
+    # the key set is a cache: state_dict holds the ciphers' tables once, as before
+    assert sorted(enc.state_dict()) == sorted(f"ciphers.{i}.{n}" for i, c in enumerate(enc.ciphers)
+                                              for n in c.state_dict())
+    assert enc._key_set() is key_set  # built once
+    enc.ciphers[1] = cipher_for(keys[0])  # swapping a cipher rebuilds it
+    assert enc._key_set() is not key_set and enc._key_set().keys == (keys[0], keys[0], keys[2])
+
+
+def test_encrypt_batch_falls_back_to_the_loop_over_keys_for_other_modules():
+    from ppml.ciphers import cipher_for
+    from ppml.keys import EtCKey
+
+    ks = EtCKey.generate_many(2, image_size=8, block_size=4, seed=0)
+    mixed = EncryptBatch([cipher_for(ks[0]), nn.Sequential(cipher_for(ks[1]))])  # not one key set
+    assert mixed._key_set() is None
+    x = torch.randint(0, 256, (9, 3, 8, 8), dtype=torch.uint8, generator=gen(0))
+    y = mixed(x, gen(1))
+    for k in range(2):
+        sel = mixed.last_keys == k
+        assert torch.equal(y[sel], cipher_for(ks[k])(x[sel]))

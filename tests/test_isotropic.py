@@ -7,11 +7,13 @@ import itertools
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 import torch
 import torch.nn as nn
 
 from ppml.papers.isotropic_etc import isotropic as iso
-from ppml.ciphers import EtC
+from ppml.ciphers import BlockGrid, EtC
 from ppml.keys import BlockScrambleKey, EtCKey, channel_permutations
 from ppml.models import create_model
 from ppml.papers import reported
@@ -86,6 +88,28 @@ def test_patch_permutation():
         iso.patch_permutation(np.arange(16), 8, 2, 4)
     with pytest.raises(ValueError, match="permutation of 4 blocks"):
         iso.patch_permutation([0, 0, 1, 2], 8, 4, 4)
+
+
+def _patch_permutation_by_coordinates(perm, image_size, b, p):
+    """Independent reference: the source patch of every output patch, by its coordinates."""
+    (h, w), r = image_size, b // p
+    gw, ph, pw = w // b, h // p, w // p
+    py, px = np.meshgrid(np.arange(ph), np.arange(pw), indexing="ij")
+    src = np.asarray(perm)[(py // r) * gw + px // r]
+    return (((src // gw) * r + py % r) * pw + (src % gw) * r + px % r).reshape(-1)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(p=st.integers(1, 3), r=st.integers(1, 3), gh=st.integers(1, 3), gw=st.integers(1, 4), data=st.data())
+def test_patch_permutation_moves_patches_as_the_block_permutation_moves_pixels(p, r, gh, gw, data):
+    b = p * r
+    size = (gh * b, gw * b)
+    perm = np.array(data.draw(st.permutations(range(gh * gw))), dtype=np.int64)
+    pp = iso.patch_permutation(perm, size, b, p)
+    assert pp.tolist() == _patch_permutation_by_coordinates(perm, size, b, p).tolist()
+    x = torch.arange(2 * size[0] * size[1]).reshape(2, 1, *size)
+    by_blocks = BlockGrid(size, b).permute_blocks(x, torch.from_numpy(perm))
+    assert torch.equal(BlockGrid(size, p).permute_blocks(x, torch.from_numpy(pp)), by_blocks)
 
 
 def test_eq4_needs_a_position_embedding(images):

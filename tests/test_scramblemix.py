@@ -189,3 +189,36 @@ def test_fit_with_scramblemix_views_learns_a_key_scrambled_task():
     assert r.final["train_acc"] > 0.9
     acc = evaluate_views(net, (x, y), lambda v, gg: sm.views(v, gg, num_views=4))
     assert acc > 0.9
+
+
+@pytest.mark.parametrize("scheme,compat", [("pe", "paper"), ("pe", "reference"), ("le", "paper"), ("etc", "paper")])
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float64])
+def test_encode_through_the_key_set_equals_the_loop_over_pairs(x, scheme, compat, dtype):
+    sm = ScrambleMix.generate(num_pairs=3, scheme=scheme, image_size=8, block_size=4, seed=2, compat=compat)
+    assert sm._key_set() is not None and sm._key_set().num_keys == 6
+    xs = x if dtype == torch.uint8 else x.to(dtype) / 255
+    pair, m = torch.tensor([2, 0, 1, 1, 0, 2]), torch.rand(6, generator=gen(3))
+    v = sm.encode(xs, pair, m)
+    loop = ScrambleMix(list(zip(sm.scramblers[0::2], sm.scramblers[1::2])), compat=compat)
+    loop._key_sets[x.device] = (tuple(loop.scramblers), None)  # force the per-pair path
+    assert torch.equal(v, loop.encode(xs, pair, m))
+    assert sorted(sm.state_dict()) == sorted(f"scramblers.{i}.{n}" for i, s in enumerate(sm.scramblers)
+                                             for n in s.state_dict())
+
+
+def test_reference_pe_key_set_scrambles_each_image_with_its_key(x):
+    keys = [PEKey.generate(image_size=8, seed=s) for s in range(3)]
+    ids = torch.tensor([2, 0, 1, 1, 0, 2])
+    ks = ReferencePE.from_keys(keys)
+    assert ks.num_keys == 3 and tuple(ks.src.shape) == (3, 3, 8, 8)
+    for dt in (torch.uint8, torch.float32):
+        xs = x if dt == torch.uint8 else x.float() / 255
+        y = ks(xs, key_ids=ids)
+        for i in range(6):
+            assert torch.equal(y[i:i + 1], ReferencePE(keys[int(ids[i])])(xs[i:i + 1]))
+    with pytest.raises(ValueError, match="key_ids must be an int64 tensor"):
+        ks(x)
+    with pytest.raises(ValueError, match=r"key_ids must lie in 0..2"):
+        ks(x, key_ids=torch.full((6,), 3))
+    with pytest.raises(ValueError, match="exactly one of key= .* or keys="):
+        ReferencePE()

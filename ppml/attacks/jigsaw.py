@@ -80,6 +80,7 @@ import numpy as np
 import torch
 
 from ppml._checks import ShapeError, check_images, check_positive_int
+from ppml.ciphers.blocks import BlockGrid
 
 __all__ = ["Arrangement", "SCHEMES", "to_pieces", "assemble", "true_arrangement", "mgc_dissimilarity",
            "solve", "score", "direct_comparison", "neighbour_comparison", "largest_component",
@@ -228,16 +229,13 @@ def to_pieces(y: torch.Tensor, block_size: int) -> torch.Tensor:
     >>> to_pieces(torch.arange(16, dtype=torch.uint8).reshape(1, 1, 4, 4), 2)[0, 1, 0].tolist()
     [[2, 3], [6, 7]]
     """
-    gh, gw = _grid(y, block_size, "to_pieces")
-    n, c = y.shape[:2]
-    b = int(block_size)
-    return y.reshape(n, c, gh, b, gw, b).permute(0, 2, 4, 1, 3, 5).reshape(n, gh * gw, c, b, b)
+    _grid(y, block_size, "to_pieces")
+    return BlockGrid.of(y, int(block_size), who="to_pieces").to_blocks(y)
 
 
 def _from_pieces(p: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-    n, _, c, b, _ = p.shape
-    gh, gw = grid
-    return p.reshape(n, gh, gw, c, b, b).permute(0, 3, 1, 4, 2, 5).reshape(n, c, gh * b, gw * b)
+    _, _, c, b, _ = p.shape
+    return BlockGrid((grid[0] * b, grid[1] * b), b, channels=c).from_blocks(p)
 
 
 def _negate(x: torch.Tensor) -> torch.Tensor:

@@ -15,7 +15,8 @@ contains the key's tables — treat it as a secret) that move with ``.to(device)
 
 A key *set* — ``EtC.from_keys(keys)`` or ``cipher_for(keys)`` — stacks K keys' tables once;
 ``cipher(x, key_ids)`` / ``cipher.inverse(y, key_ids)`` then use key ``key_ids[n]`` for image
-``n`` in the same single gather (see :mod:`ppml.ciphers.blocks`). :class:`BlockGrid` is the
+``n`` in the same single gather (see :mod:`ppml.ciphers.blocks`); :func:`stack_ciphers` makes
+that set from single-key ciphers already built. :class:`BlockGrid` is the
 block geometry every block-based transform shares.
 
 Randomised encoders that have no inverse (ScrambleMix, InstaHide, DataMix) live in
@@ -36,7 +37,7 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 from ppml.ciphers.block_scramble import BlockScramble
-from ppml.ciphers.blocks import BlockGrid, ByteCipher, Cipher, NibbleCipher
+from ppml.ciphers.blocks import BlockGrid, ByteCipher, Cipher, NibbleCipher, stack_ciphers
 from ppml.ciphers.ele import ELE
 from ppml.ciphers.etc import EtC
 from ppml.ciphers.le import LE
@@ -44,7 +45,7 @@ from ppml.ciphers.pe import PE
 from ppml.keys import BlockScrambleKey, EtCKey, ELEKey, Key, LEKey, PEKey
 
 __all__ = ["BlockGrid", "Cipher", "ByteCipher", "NibbleCipher", "EtC", "BlockScramble", "PE", "LE", "ELE",
-           "cipher_for", "CIPHERS"]
+           "cipher_for", "stack_ciphers", "CIPHERS"]
 
 #: key class → cipher class
 CIPHERS: dict[type[Key], type[Cipher]] = {

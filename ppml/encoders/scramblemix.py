@@ -76,31 +76,87 @@ class ReferencePE(nn.Module):
     takes channel ``reference_channel_map()[code][j]`` of the negated pixel. uint8 → uint8;
     float in [0, 1] → float (quantised to 8 bits like :class:`~ppml.ciphers.PE`).
 
+    ``ReferencePE(keys=[k0, …])`` (or :meth:`from_keys`) holds K keys of one image size as
+    stacked ``(K, C, H, W)`` buffers; ``forward(x, key_ids)`` scrambles image ``n`` with key
+    ``key_ids[n]`` (int64 ``(N,)`` on ``x``'s device) in the same two gathers.
+
     >>> k = PEKey(negpos=np.zeros((3, 1, 1), dtype=np.int64), channel_perm=np.array([[1]]))
     >>> ReferencePE(k)(torch.tensor([10, 20, 30], dtype=torch.uint8).view(1, 3, 1, 1)).flatten().tolist()
     [10, 30, 30]
+    >>> ks = [k, PEKey(negpos=np.ones((3, 1, 1), dtype=np.int64), channel_perm=np.array([[0]]))]
+    >>> x = torch.tensor([10, 20, 30], dtype=torch.uint8).view(1, 3, 1, 1).repeat(2, 1, 1, 1)
+    >>> ReferencePE.from_keys(ks)(x, key_ids=torch.tensor([1, 0])).flatten().tolist()
+    [245, 235, 225, 10, 30, 30]
     """
 
-    def __init__(self, key: PEKey) -> None:
+    def __init__(self, key: PEKey | None = None, *, keys: Sequence[PEKey] | None = None) -> None:
         super().__init__()
-        if not isinstance(key, PEKey):
-            raise TypeError(f"ReferencePE needs a PEKey, got {type(key).__name__}")
-        self.key = key
-        src = reference_channel_map(key.channels)[key.channel_perm]  # (H, W, C)
-        self.register_buffer("src", torch.from_numpy(np.moveaxis(src, -1, 0).copy()))  # (C, H, W)
-        self.register_buffer("neg", torch.from_numpy(key.negpos.astype(bool).copy()))
+        if (key is None) == (keys is None):
+            raise ValueError("ReferencePE: pass exactly one of key= (one key) or keys= (a key set)")
+        key_list = [key] if key is not None else list(keys)  # type: ignore[arg-type]
+        bad = next((k for k in key_list if not isinstance(k, PEKey)), None)
+        if bad is not None or not key_list:
+            raise TypeError(f"ReferencePE needs PEKeys, got {type(bad).__name__ if key_list else 'no keys'}")
+        shape = key_list[0].negpos.shape
+        if any(k.negpos.shape != shape for k in key_list):
+            raise ValueError(f"ReferencePE: every key of a set must have the shape {shape} (C, H, W) of key 0")
+        if key is not None:
+            self.key = key  # a plain attribute, as ever (a run fingerprint hashes it)
+        else:
+            self.keys = tuple(key_list)
+        perm = np.stack([k.channel_perm for k in key_list])  # (K, H, W)
+        src = np.moveaxis(reference_channel_map(shape[0])[perm], -1, 1)  # (K, C, H, W)
+        neg = np.stack([k.negpos for k in key_list]).astype(bool)
+        if key is not None:  # one key: (C, H, W) buffers
+            src, neg = src[0], neg[0]
+        self.register_buffer("src", torch.from_numpy(np.ascontiguousarray(src)))
+        self.register_buffer("neg", torch.from_numpy(np.ascontiguousarray(neg)))
+
+    @classmethod
+    def from_keys(cls, keys: Sequence[PEKey]) -> "ReferencePE":
+        """The scrambler of a key set: ``forward(x, key_ids)`` uses ``keys[key_ids[n]]`` for image ``n``."""
+        return cls(keys=keys)
 
     @torch.no_grad()
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != 4 or tuple(x.shape[1:]) != tuple(self.neg.shape):
-            raise ValueError(f"ReferencePE: expected (N, {', '.join(map(str, self.neg.shape))}), got {tuple(x.shape)}")
+    def forward(self, x: torch.Tensor, key_ids: torch.Tensor | None = None) -> torch.Tensor:
+        shape, k = tuple(self.neg.shape[-3:]), self.num_keys
+        if x.dim() != 4 or tuple(x.shape[1:]) != shape:
+            raise ValueError(f"ReferencePE: expected (N, {', '.join(map(str, shape))}), got {tuple(x.shape)}")
+        neg, src = self.neg, self.src
+        if k > 1 or key_ids is not None:
+            fix = f"an int64 tensor of shape ({x.shape[0]},) on {x.device} with values in 0..{k - 1}"
+            if not isinstance(key_ids, torch.Tensor) or key_ids.dtype != torch.int64 \
+                    or tuple(key_ids.shape) != (x.shape[0],) or key_ids.device != x.device:
+                raise ValueError(f"ReferencePE holds {k} key(s): key_ids must be {fix}")
+            if x.shape[0] and (int(key_ids.min()) < 0 or int(key_ids.max()) >= k):
+                raise ValueError(f"ReferencePE: key_ids must lie in 0..{k - 1}")
+            if k > 1:  # each image's own rows
+                neg, src = neg.index_select(0, key_ids), src.index_select(0, key_ids)
         q = x if x.dtype == torch.uint8 else (x.float() * 255).round().to(torch.uint8)
-        y = torch.where(self.neg, 255 - q, q)
-        y = torch.gather(y, 1, self.src.expand_as(y))
+        y = torch.where(neg, 255 - q, q)
+        y = torch.gather(y, 1, src.expand_as(y))
         return y if x.dtype == torch.uint8 else y.to(x.dtype) / 255
 
+    @property
+    def num_keys(self) -> int:
+        """K, the number of keys (1 for a single-key scrambler)."""
+        return 1 if self.neg.dim() == 3 else int(self.neg.shape[0])
+
     def extra_repr(self) -> str:
-        return f"image_size={tuple(self.neg.shape[1:])}, key={self.key.fingerprint!r}"
+        who = f"key={self.key.fingerprint!r}" if self.num_keys == 1 else f"num_keys={self.num_keys}"
+        return f"image_size={tuple(self.neg.shape[-2:])}, {who}"
+
+
+def _key_set(scramblers: Sequence[nn.Module]) -> nn.Module | None:
+    """One key set of all the scramblers (``key_ids`` picks one per image), or None."""
+    if scramblers and all(type(m) is ReferencePE and m.num_keys == 1 for m in scramblers):
+        devices = {m.neg.device for m in scramblers}
+        shapes = {m.neg.shape for m in scramblers}
+        if len(devices) == 1 and len(shapes) == 1:
+            return ReferencePE.from_keys([m.key for m in scramblers]).to(devices.pop())
+        return None
+    from ppml.ciphers import stack_ciphers
+    return stack_ciphers(scramblers)
 
 
 def _scrambler(k: Any, compat: str) -> nn.Module:
@@ -124,7 +180,10 @@ class ScrambleMix(nn.Module):
         compat: ``"paper"`` (invertible PE) or ``"reference"`` (the code's duplicating PE
             channel shuffle, :class:`ReferencePE`); only affects PE keys.
 
-    All outputs are float32 in [0, 1] on the input's device.
+    All outputs are float32 in [0, 1] on the input's device. When the ``2P`` scramblers are
+    ppml ciphers of one scheme and geometry (or all :class:`ReferencePE`), :meth:`encode` runs
+    through one key set of all of them (``key_ids = 2·pair`` and ``2·pair + 1``: one gather
+    for each of the two scramblings of the whole batch); other modules, one call per pair.
     """
 
     def __init__(self, pairs: Sequence[tuple[Any, Any]], *, alpha: float = 5e-3, mix_ratio: float | None = None,
@@ -144,6 +203,9 @@ class ScrambleMix(nn.Module):
         self.mix_ratio = None if mix_ratio is None else float(mix_ratio)
         self.compat = compat
         self.scramblers = nn.ModuleList(_scrambler(k, compat) for p in pairs for k in p)  # 2p, 2p+1
+        # all 2P scramblers as one key set, by their device (built on first use; not a
+        # submodule, so state_dict and checkpoints hold the tables once, as before)
+        self._key_sets: dict[Any, tuple[tuple[nn.Module, ...], nn.Module | None]] = {}
 
     @classmethod
     def generate(cls, *, num_pairs: int = 4, scheme: str = "pe", image_size: Any = 32, block_size: int = 4,
@@ -218,8 +280,15 @@ class ScrambleMix(nn.Module):
         if m.shape != (n,):
             raise ValueError(f"m must be one ratio or one per image ({n}), got shape {tuple(m.shape)}")
         m = m.to(x.device).view(n, 1, 1, 1)
+        key_set = self._key_set()
+        if key_set is not None:  # both scramblings of every image, one gather each
+            ids = 2 * pair.to(x.device)
+            a, b = key_set(x, key_ids=ids).float(), key_set(x, key_ids=ids + 1).float()
+            if x.dtype == torch.uint8:
+                a, b = a / 255, b / 255
+            return (1 - m) * a + m * b
         out = torch.empty(x.shape, dtype=torch.float32, device=x.device)
-        for p in torch.unique(pair).tolist():  # loop over key pairs, never over images
+        for p in torch.unique(pair).tolist():  # other modules: a loop over key pairs, never over images
             idx = torch.nonzero(pair == p).reshape(-1).to(x.device)
             part = x.index_select(0, idx)
             a = self.scramblers[2 * p](part).float()
@@ -229,6 +298,16 @@ class ScrambleMix(nn.Module):
             mp = m.index_select(0, idx)
             out[idx] = (1 - mp) * a + mp * b
         return out
+
+    def _key_set(self) -> nn.Module | None:
+        """The key set of the 2P scramblers (None for other modules), rebuilt when they change or move."""
+        mods = tuple(self.scramblers)
+        dev = next((b.device for b in mods[0].buffers()), None)
+        cache = self.__dict__.setdefault("_key_sets", {})  # (an instance unpickled from before it existed)
+        cached = cache.get(dev)
+        if cached is None or len(cached[0]) != len(mods) or any(a is not b for a, b in zip(cached[0], mods)):
+            cached = cache[dev] = (mods, _key_set(mods))
+        return cached[1]
 
     def views(self, x: torch.Tensor, generator: torch.Generator | None = None, *,
               num_views: int | None = None) -> torch.Tensor:

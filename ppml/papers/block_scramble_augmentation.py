@@ -38,6 +38,7 @@ import torch
 from ppml._checks import check_batch, generator_device, seed_generator, seed_sequence
 from ppml.attacks.jigsaw import (JigsawResults, _grid, _summ, aligned_reconstruction, score, solve,
                                  true_arrangement)
+from ppml.ciphers import BlockGrid
 from ppml.keys import BlockScrambleKey, check_geometry
 from ppml.loader import BatchLoader
 from ppml.transforms import (BatchTransform, EncryptBatch, GridMask, RandomCrop, RandomHorizontalFlip, hflip,
@@ -78,15 +79,9 @@ __all__ = [
 # is distributed exactly like a flipped image encrypted afresh; with a shared key set K' is
 # (almost always) a key the model never saw.
 
-def _block_grid(x: torch.Tensor, block_size: int, who: str) -> tuple[int, int]:
+def _block_grid(x: torch.Tensor, block_size: int, who: str) -> BlockGrid:
     check_batch(x, who)
-    if not isinstance(block_size, int) or isinstance(block_size, bool) or block_size < 1:
-        raise ValueError(f"{who}: block_size must be a positive int, got {block_size!r}")
-    h, w = x.shape[-2:]
-    if h % block_size or w % block_size:
-        raise ValueError(f"{who}: image size {h}x{w} is not divisible by block size {block_size}; "
-                         f"crop or pad the images to multiples of {block_size}")
-    return h // block_size, w // block_size
+    return BlockGrid.of(x, block_size, who=who)
 
 
 def scramble_blocks(x: torch.Tensor, perms: torch.Tensor, block_size: int) -> torch.Tensor:
@@ -94,26 +89,15 @@ def scramble_blocks(x: torch.Tensor, perms: torch.Tensor, block_size: int) -> to
 
     ``perms`` is ``(n_blocks,)`` (one key for the batch) or ``(N, n_blocks)`` (one per image);
     output block ``i`` of image ``k`` is its input block ``perms[k, i]`` (blocks numbered
-    row-major, the convention of :class:`ppml.ciphers.BlockScramble`). Exact for any dtype.
+    row-major, the convention of :class:`ppml.ciphers.BlockScramble`). Exact for any dtype
+    (:meth:`ppml.ciphers.BlockGrid.permute_blocks`).
 
     >>> x = torch.arange(8, dtype=torch.uint8).reshape(1, 1, 2, 4)
     >>> scramble_blocks(x, torch.tensor([1, 0]), 2)[0, 0].tolist()  # the two 2x2 blocks swap
     [[2, 3, 0, 1], [6, 7, 4, 5]]
     """
-    gh, gw = _block_grid(x, block_size, "scramble_blocks")
-    n, c = x.shape[:2]
-    nb, b = gh * gw, block_size
-    perms = torch.as_tensor(perms, device=x.device)
-    if perms.ndim == 1:
-        perms = perms.expand(n, -1)
-    if perms.shape != (n, nb):
-        raise ValueError(f"scramble_blocks: perms must have shape ({nb},) or ({n}, {nb}) for {n} images "
-                         f"of {nb} blocks, got {tuple(perms.shape)}")
-    if perms.is_floating_point() or perms.dtype == torch.bool:
-        raise ValueError(f"scramble_blocks: perms must be integer block indices, got {perms.dtype}")
-    blocks = x.reshape(n, c, gh, b, gw, b).permute(0, 2, 4, 1, 3, 5).reshape(n, nb, c, b, b)
-    out = blocks[torch.arange(n, device=x.device)[:, None], perms.long()]
-    return out.reshape(n, gh, gw, c, b, b).permute(0, 3, 1, 4, 2, 5).reshape(x.shape)
+    grid = _block_grid(x, block_size, "scramble_blocks")
+    return grid.permute_blocks(x, torch.as_tensor(perms, device=x.device), who="scramble_blocks")
 
 
 def unscramble_blocks(y: torch.Tensor, perms: torch.Tensor, block_size: int) -> torch.Tensor:
@@ -196,7 +180,7 @@ class PerImageBlockScramble(BatchTransform):
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
                 raise ValueError(f"{name} must be a positive int, got {v!r}")
         self.image_size, self.block_size = (h, w), b
-        self.grid = (h // b, w // b)
+        self.grid = BlockGrid((h, w), b).shape
         nb = self.grid[0] * self.grid[1]
         g = seed_generator(seed, mixing="xor31")
         # argsort of i.i.d. uniforms: a uniformly random permutation per (j, s); int16 keeps the
@@ -242,7 +226,7 @@ class PerImageBlockScramble(BatchTransform):
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None, *,
                 index: torch.Tensor | Sequence[int] | None = None,
                 keys: torch.Tensor | Sequence[int] | int | None = None) -> torch.Tensor:
-        _block_grid(x, self.block_size, "PerImageBlockScramble")
+        grid = _block_grid(x, self.block_size, "PerImageBlockScramble")
         if tuple(x.shape[-2:]) != self.image_size:
             raise ValueError(f"PerImageBlockScramble was built for {self.image_size} images, got "
                              f"{tuple(x.shape[-2:])}")
@@ -253,7 +237,7 @@ class PerImageBlockScramble(BatchTransform):
         s = s.expand(x.shape[0]) if s.ndim == 0 else s.reshape(-1)
         perms = self.key_perms(idx, s)
         self.last_keys = s.clone()
-        return scramble_blocks(x, perms.to(x.device), self.block_size)
+        return grid.permute_blocks(x, perms.to(x.device), who="PerImageBlockScramble")
 
     def inverse(self, y: torch.Tensor, *, index: torch.Tensor | Sequence[int],
                 keys: torch.Tensor | Sequence[int] | int | None = None) -> torch.Tensor:
@@ -293,10 +277,10 @@ class FreshBlockScramble(BatchTransform):
         self.last_perms: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        gh, gw = _block_grid(x, self.block_size, "FreshBlockScramble")
-        u = torch.rand(x.shape[0], gh * gw, generator=generator, device=generator_device(generator))
+        grid = _block_grid(x, self.block_size, "FreshBlockScramble")
+        u = torch.rand(x.shape[0], grid.n_blocks, generator=generator, device=generator_device(generator))
         self.last_perms = u.argsort(-1)
-        return scramble_blocks(x, self.last_perms.to(x.device), self.block_size)
+        return grid.permute_blocks(x, self.last_perms.to(x.device), who="FreshBlockScramble")
 
     def inverse(self, y: torch.Tensor, perms: torch.Tensor | None = None) -> torch.Tensor:
         """Decrypt with ``perms`` (default: the permutations of the last call)."""
@@ -464,7 +448,7 @@ def augmentation_study(images: torch.Tensor, block_size: int = 8, *, num_keys: i
     if separate:
         settings.update(crop=[crop], flip=[flip], gridmask=[gm])
     enc = PerImageBlockScramble(n, num_keys, image_size=(h, w), block_size=block_size, seed=seed)
-    grid = (h // block_size, w // block_size)
+    grid = enc.grid
     record: dict[str, dict[str, float]] = {}
     examples: dict[str, dict[str, torch.Tensor]] = {}
     for name, augs in settings.items():

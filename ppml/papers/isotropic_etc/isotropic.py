@@ -45,7 +45,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ppml.ciphers import BlockScramble, EtC
+from ppml.ciphers import BlockGrid, BlockScramble, EtC
+from ppml.ciphers.blocks import block_gather_index
 from ppml.keys import BlockScrambleKey, EtCKey
 
 __all__ = [
@@ -94,13 +95,6 @@ def has_position_embedding(model: nn.Module) -> bool:
     return isinstance(getattr(model, "pos_embed", None), torch.Tensor)
 
 
-def _grid(image_size: tuple[int, int], size: int) -> tuple[int, int]:
-    h, w = image_size
-    if h % size or w % size:
-        raise ValueError(f"image size {h}x{w} is not divisible by {size}")
-    return h // size, w // size
-
-
 def patch_permutation(block_perm: Sequence[int] | np.ndarray, image_size: int | tuple[int, int],
                       block_size: int, patch_size: int) -> np.ndarray:
     """The permutation of ``P×P`` patches that a permutation of ``B×B`` blocks induces.
@@ -119,21 +113,19 @@ def patch_permutation(block_perm: Sequence[int] | np.ndarray, image_size: int | 
     """
     if isinstance(image_size, int):
         image_size = (image_size, image_size)
-    b, p = int(block_size), int(patch_size)
+    blocks, patches = BlockGrid(image_size, block_size), BlockGrid(image_size, patch_size)
+    b, p = blocks.block_size, patches.block_size
     if b % p:
         raise ValueError(f"block size {b} is not a multiple of patch size {p}: a block permutation moves parts "
                          "of patches, so no permutation of patches (or of position-embedding rows) matches it; "
                          "use block_size = patch_size")
-    gh, gw = _grid(image_size, b)
-    ph, pw = _grid(image_size, p)
+    nb = blocks.n_blocks
     perm = np.asarray(block_perm, dtype=np.int64)
-    if perm.shape != (gh * gw,) or not np.array_equal(np.sort(perm), np.arange(gh * gw)):
-        raise ValueError(f"block_perm must be a permutation of {gh * gw} blocks, got shape {perm.shape}")
-    r = b // p
-    py, px = np.meshgrid(np.arange(ph), np.arange(pw), indexing="ij")
-    src = perm[(py // r) * gw + px // r]  # source block of every output patch
-    sy, sx = (src // gw) * r + py % r, (src % gw) * r + px % r
-    return (sy * pw + sx).reshape(-1)
+    if perm.shape != (nb,) or not np.array_equal(np.sort(perm), np.arange(nb)):
+        raise ValueError(f"block_perm must be a permutation of {nb} blocks, got shape {perm.shape}")
+    # on the grid of patches a block is a (B/P)x(B/P) block of patches: the block permutation's
+    # gather table over that grid (one patch per "pixel") is the patch permutation
+    return block_gather_index(patches.shape, b // p, 1, perm)
 
 
 # ----------------------------------------------------------------------------- Eq. (4)
