@@ -209,13 +209,24 @@ def _cipher_instance(key: Any) -> Encryption:
                       extras={"key": key, "cipher": c})
 
 
-def _jigsaw_truth_single(key: Any, holder: dict) -> Callable[[], Any]:
+def _single_key_block_cipher(key: Any) -> Encryption:
+    """A one-key block cipher whose jigsaw ground truth is the key's arrangement for every image
+    of the last batch it encoded."""
+    inst = _cipher_instance(key)
+    holder = {"n": 0}
+    enc = inst.encode
+
+    def encode(x, g=None):
+        holder["n"] = len(x)
+        return enc(x)
+
     def truth():
         from ppml.attacks.jigsaw import Arrangement, true_arrangement
 
-        one = true_arrangement(key)
-        return Arrangement.concat([one] * holder["n"])
-    return truth
+        return Arrangement.concat([true_arrangement(key)] * holder["n"])
+
+    inst.encode, inst.truth = encode, truth
+    return inst
 
 
 # ------------------------------------------------------------------------------------ the registry
@@ -231,15 +242,7 @@ def _block_scramble(image_size, channels, seed):
     from ppml.keys import BlockScrambleKey
 
     key = BlockScrambleKey.generate(image_size=image_size, block_size=8, channels=channels, seed=_seed(seed))
-    inst = _cipher_instance(key)
-    holder = {"n": 0}
-    enc = inst.encode
-
-    def encode(x, g=None):
-        holder["n"] = len(x)
-        return enc(x)
-    inst.encode, inst.truth = encode, _jigsaw_truth_single(key, holder)
-    return inst
+    return _single_key_block_cipher(key)
 
 
 #: keys in the per-image key set of paper 001 (N = 4 there)
@@ -303,15 +306,7 @@ def _etc_factory(b: int):
         from ppml.keys import EtCKey
 
         key = EtCKey.generate(image_size=image_size, block_size=b, channels=channels, seed=_seed(seed))
-        inst = _cipher_instance(key)
-        holder = {"n": 0}
-        enc = inst.encode
-
-        def encode(x, g=None):
-            holder["n"] = len(x)
-            return enc(x)
-        inst.encode, inst.truth = encode, _jigsaw_truth_single(key, holder)
-        return inst
+        return _single_key_block_cipher(key)
     factory.__name__ = factory.__qualname__ = f"etc_{b}"
     return factory
 

@@ -38,7 +38,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ppml._checks import check_batch, check_probability, generator_device
-from ppml.ciphers import cipher_for, stack_ciphers
+from ppml.ciphers import cipher_for
+from ppml.ciphers.keysets import cached_key_set
 
 __all__ = [
     "hflip", "identity", "flip_where", "crop", "gridmask_keep", "mask", "to_float",
@@ -467,13 +468,7 @@ class EncryptBatch(BatchTransform):
 
     def _key_set(self) -> nn.Module | None:
         """The key set of the ciphers (None for other modules), rebuilt when they change or move."""
-        mods = tuple(self.ciphers)
-        dev = next((b.device for b in mods[0].buffers()), None)
-        cache = self.__dict__.setdefault("_key_sets", {})  # (an instance unpickled from before it existed)
-        cached = cache.get(dev)
-        if cached is None or len(cached[0]) != len(mods) or any(a is not b for a, b in zip(cached[0], mods)):
-            cached = cache[dev] = (mods, stack_ciphers(mods))
-        return cached[1]
+        return cached_key_set(self, self.ciphers)
 
     def _encrypt_by_key(self, x: torch.Tensor, keys: torch.Tensor, inverse: bool) -> torch.Tensor:
         if self.num_keys == 1:

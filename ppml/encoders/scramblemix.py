@@ -301,13 +301,9 @@ class ScrambleMix(nn.Module):
 
     def _key_set(self) -> nn.Module | None:
         """The key set of the 2P scramblers (None for other modules), rebuilt when they change or move."""
-        mods = tuple(self.scramblers)
-        dev = next((b.device for b in mods[0].buffers()), None)
-        cache = self.__dict__.setdefault("_key_sets", {})  # (an instance unpickled from before it existed)
-        cached = cache.get(dev)
-        if cached is None or len(cached[0]) != len(mods) or any(a is not b for a, b in zip(cached[0], mods)):
-            cached = cache[dev] = (mods, _key_set(mods))
-        return cached[1]
+        from ppml.ciphers.keysets import cached_key_set
+
+        return cached_key_set(self, self.scramblers, _key_set)
 
     def views(self, x: torch.Tensor, generator: torch.Generator | None = None, *,
               num_views: int | None = None) -> torch.Tensor:
