@@ -22,7 +22,7 @@ known sha256 digests before sampling.
 The output is deterministic: same indices, same arrays, and a zip written with fixed
 timestamps and member order, so with the same zlib the file is byte-identical. The script
 prints the file's sha256 and the sha256 of the array contents (independent of zlib); both
-are recorded in ``ppml/datasets.py`` (``SMOKE_SHA256``, ``SMOKE_CONTENT_SHA256``) and
+are recorded in ``ppml/datasets/base.py`` (``SMOKE_SHA256``, ``SMOKE_CONTENT_SHA256``) and
 ``data/README.md``.
 """
 

@@ -117,7 +117,7 @@ def test_smoke_file_corrupt_replaced_or_missing(tmp_path, monkeypatch):
     broken[len(broken) // 2] ^= 0xFF
     p = tmp_path / "corrupt.npz"
     p.write_bytes(bytes(broken))
-    monkeypatch.setattr(data, "SMOKE_PATH", p)
+    monkeypatch.setattr(data.base, "SMOKE_PATH", p)
     with pytest.raises(DatasetCorrupt, match="corrupt"):
         load_dataset("fashion-mnist-smoke")
     assert not dataset_available("fashion-mnist-smoke")
@@ -127,17 +127,17 @@ def test_smoke_file_corrupt_replaced_or_missing(tmp_path, monkeypatch):
     arrays["images_train"][0, 10, 10] ^= 1
     q = tmp_path / "replaced.npz"
     np.savez_compressed(q, **arrays)
-    monkeypatch.setattr(data, "SMOKE_PATH", q)
+    monkeypatch.setattr(data.base, "SMOKE_PATH", q)
     with pytest.raises(DatasetCorrupt, match="replaced"):
         load_dataset("fashion-mnist-smoke")
     # Same arrays re-compressed differently (another zlib, another writer): still accepted.
     arrays["images_train"][0, 10, 10] ^= 1
     r = tmp_path / "recompressed.npz"
     np.savez(r, **arrays)
-    monkeypatch.setattr(data, "SMOKE_PATH", r)
+    monkeypatch.setattr(data.base, "SMOKE_PATH", r)
     assert hashlib.sha256(r.read_bytes()).hexdigest() != SMOKE_SHA256
     assert len(load_dataset("fashion-mnist-smoke", "test")) == 1000
-    monkeypatch.setattr(data, "SMOKE_PATH", tmp_path / "missing.npz")
+    monkeypatch.setattr(data.base, "SMOKE_PATH", tmp_path / "missing.npz")
     with pytest.raises(DatasetNotAvailable, match="git checkout"):
         load_dataset("fashion-mnist-smoke")
 
@@ -163,7 +163,7 @@ def test_full_fashion_mnist_from_debian_package_matches_sample(tmp_path):
 
 
 def test_full_fashion_mnist_missing_offline(tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST", tmp_path / "no-debian")
+    monkeypatch.setattr(data.base, "DEBIAN_FASHION_MNIST", tmp_path / "no-debian")
     monkeypatch.delenv("PPML_DOWNLOAD", raising=False)
     assert not dataset_available("fashion-mnist", root=tmp_path)
     with pytest.raises(DatasetNotAvailable) as e:

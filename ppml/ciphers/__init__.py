@@ -37,8 +37,9 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 from ppml.ciphers.block_scramble import BlockScramble
-from ppml.ciphers.blocks import BlockGrid, ByteCipher, Cipher, NibbleCipher, stack_ciphers
+from ppml.ciphers.blocks import ByteCipher, Cipher, NibbleCipher, stack_ciphers
 from ppml.ciphers.ele import ELE
+from ppml.ciphers.grid import BlockGrid
 from ppml.ciphers.etc import EtC
 from ppml.ciphers.le import LE
 from ppml.ciphers.pe import PE

@@ -8,7 +8,8 @@ The reference uses 4×4 blocks on 32×32 images (64 blocks).
 
 from __future__ import annotations
 
-from ppml.ciphers.blocks import NibbleCipher, nibble_block_index
+from ppml.ciphers.blocks import NibbleCipher
+from ppml.ciphers.grid import nibble_block_index
 from ppml.keys import ELEKey
 
 __all__ = ["ELE"]

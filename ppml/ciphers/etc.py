@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ppml.ciphers.blocks import ByteCipher, block_gather_index, channel_local_index
+from ppml.ciphers.blocks import ByteCipher
+from ppml.ciphers.grid import block_gather_index, channel_local_index
 from ppml.keys import EtCKey
 
 __all__ = ["EtC"]

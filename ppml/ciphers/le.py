@@ -16,7 +16,8 @@ the cipher.)
 
 from __future__ import annotations
 
-from ppml.ciphers.blocks import NibbleCipher, nibble_block_index
+from ppml.ciphers.blocks import NibbleCipher
+from ppml.ciphers.grid import nibble_block_index
 from ppml.keys import LEKey
 
 __all__ = ["LE"]

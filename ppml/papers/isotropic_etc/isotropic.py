@@ -46,7 +46,7 @@ import torch
 import torch.nn as nn
 
 from ppml.ciphers import BlockGrid, BlockScramble, EtC
-from ppml.ciphers.blocks import block_gather_index
+from ppml.ciphers.grid import block_gather_index
 from ppml.keys import BlockScrambleKey, EtCKey
 
 __all__ = [
