@@ -175,6 +175,7 @@ def test_dry_run_lists_exactly_what_is_missing(tmp_path):
         "03_isotropic_etc": {"dataset:cifar10", "dataset:imagenette", "weights:vit_b16", "weights:lpips-alex"},
         "04_transformation_network": {"dataset:cifar10", "dataset:cifar100", "weights:vgg16"},
         "05_key_generation": {"dataset:cifar10", "weights:lpips-alex", "weights:vgg16"},
+        "06_benchmark": {"dataset:cifar10", "weights:lpips-alex", "weights:vgg16"},
     }
     root = R.prepare(_cache_root())
     rc, missing = dry({**_env(), **R.rehearsal_env(root)})
