@@ -259,8 +259,24 @@ class PEKey(Key):
 
 
 # ----------------------------------------------------------------------------- LE
+class _NibbleKey(Key):
+    """What LE and ELE keys share: a block is a vector of nibbles (two per byte)."""
+
+    @property
+    def nibbles_per_block(self) -> int:
+        """``L = 2 · B · B · C``, the length of a block's nibble vector.
+
+        >>> from ppml.keys import ELEKey, LEKey
+        >>> LEKey.generate(image_size=8, block_size=4, seed=0).nibbles_per_block
+        96
+        >>> ELEKey.generate(image_size=8, block_size=2, channels=1, seed=0).nibbles_per_block
+        8
+        """
+        return 2 * self.block_size ** 2 * self.channels
+
+
 @dataclasses.dataclass(frozen=True, eq=False, repr=False)
-class LEKey(Key):
+class LEKey(_NibbleKey):
     """Key of learnable encryption (Tanaka 2018): one nibble permutation for every block.
 
     A block's ``B·B·C`` bytes, flattened in (row, col, channel) order, are split into
@@ -288,15 +304,6 @@ class LEKey(Key):
     image_size: tuple[int, int] = dataclasses.field(kw_only=True)
     block_size: int = dataclasses.field(kw_only=True)
     channels: int = dataclasses.field(default=3, kw_only=True)
-
-    @property
-    def nibbles_per_block(self) -> int:
-        """``L = 2 · B · B · C``, the length of a block's nibble vector.
-
-        >>> LEKey.generate(image_size=8, block_size=4, seed=0).nibbles_per_block
-        96
-        """
-        return 2 * self.block_size ** 2 * self.channels
 
     def _array_specs(self):
         n = self.nibbles_per_block
@@ -358,7 +365,7 @@ class LEKey(Key):
 
 # ----------------------------------------------------------------------------- ELE
 @dataclasses.dataclass(frozen=True, eq=False, repr=False)
-class ELEKey(Key):
+class ELEKey(_NibbleKey):
     """Key of extended learnable encryption (Madono et al. 2020).
 
     LE with a different key per block, indexed by the *source* block, then a shuffle of
@@ -382,15 +389,6 @@ class ELEKey(Key):
     image_size: tuple[int, int] = dataclasses.field(kw_only=True)
     block_size: int = dataclasses.field(kw_only=True)
     channels: int = dataclasses.field(default=3, kw_only=True)
-
-    @property
-    def nibbles_per_block(self) -> int:
-        """``L = 2 · B · B · C``, the length of a block's nibble vector.
-
-        >>> ELEKey.generate(image_size=8, block_size=2, channels=1, seed=0).nibbles_per_block
-        8
-        """
-        return 2 * self.block_size ** 2 * self.channels
 
     def _array_specs(self):
         n, m = self.n_blocks, self.nibbles_per_block
