@@ -41,34 +41,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _timing import paired_times, sync  # noqa: E402  (benchmarks/_timing.py, beside this script)
 from ppml.ciphers import cipher_for  # noqa: E402
 from ppml.keys import BlockScrambleKey, ELEKey, EtCKey, LEKey, PEKey  # noqa: E402
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def best_time(fn, repeats: int, device: torch.device) -> float:
     """Best wall time of ``fn`` over ``repeats`` runs (after one warm-up run)."""
     return paired_times([fn], repeats, device)[0]
-
-
-def paired_times(fns, repeats: int, device: torch.device) -> list[float]:
-    """Best time of each function, run interleaved (f0, f1, ... once per round), so that the
-    load on a shared machine affects the baselines and the cipher alike."""
-    for fn in fns:
-        fn()  # warm-up (allocator, lazy init)
-    best = [float("inf")] * len(fns)
-    for _ in range(repeats):
-        for i, fn in enumerate(fns):
-            _sync(device)
-            t0 = time.perf_counter()
-            fn()
-            _sync(device)
-            best[i] = min(best[i], time.perf_counter() - t0)
-    return best
 
 
 # ----------------------------------------------------------------------------- numpy references

@@ -42,6 +42,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _timing import paired_times, sync  # noqa: E402  (benchmarks/_timing.py, beside this script)
 from ppml.models import create_model  # noqa: E402
 from ppml.train import cpu_bf16_pays  # noqa: E402
 
@@ -70,11 +71,6 @@ PAPER = [
 SETTINGS = [("fp32", False, False), ("fp32+CL", False, True), ("bf16", True, False), ("bf16+CL", True, True)]
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
 def make_step(name: str, kw: dict, size: int, img2img: bool, batch: int, bf16: bool, cl: bool,
               device: torch.device):
     """A closure running one optimisation step of a fresh copy of the model (same init)."""
@@ -96,21 +92,6 @@ def make_step(name: str, kw: dict, size: int, img2img: bool, batch: int, bf16: b
         opt.step()
 
     return step
-
-
-def paired_times(fns, repeats: int, device: torch.device) -> list[float]:
-    """Best time of each function over ``repeats`` interleaved rounds, after one warm-up round."""
-    for fn in fns:
-        fn()
-    best = [float("inf")] * len(fns)
-    for _ in range(repeats):
-        for i, fn in enumerate(fns):
-            _sync(device)
-            t0 = time.perf_counter()
-            fn()
-            _sync(device)
-            best[i] = min(best[i], time.perf_counter() - t0)
-    return best
 
 
 def main() -> None:
