@@ -2,7 +2,7 @@
 
 Every notebook makes one :class:`Report` and saves each of its paper artifacts through it::
 
-    params = notebook_params(globals())                        # every name of the parameters cell
+    params = notebook_params(globals())                        # first: every parameter, nothing else
     rep = Report("03_isotropic_etc", scale=scale, params=params)
     rep.figure(fig, "fig2", "EtC procedure step by step")      # fig2.png + fig2.pdf
     rep.table(rows, "table2", "Accuracy, plain vs EtC")         # table2.csv + table2.md
@@ -134,11 +134,12 @@ def _is_literal(v: Any) -> bool:
 def notebook_params(namespace: Mapping[str, Any]) -> dict[str, Any]:
     """Every parameter of a notebook, read from its globals (nanoGPT's ``config_keys`` idiom).
 
-    Call it as ``params = notebook_params(globals())`` right after the imports of the cell that
-    follows the parameters cell, before any other assignment: at that point the globals hold
-    the parameters cell's names (with papermill's injected values) plus modules, classes and
-    functions, which are left out, as are private names and the kernel's own (``In``, ``Out``,
-    …). Only literal values are parameters (``None``, numbers, strings and lists / tuples /
+    Call it first thing in the cell that follows the parameters cell, before any other import
+    or assignment (``from ppml.report import notebook_params`` then ``params =
+    notebook_params(globals())``): at that point the globals hold the parameters cell's names
+    (with papermill's injected values) and nothing else a notebook defines — an imported
+    constant such as ``ppml.attacks.ATTACKS`` would otherwise pass for a parameter. Functions,
+    modules, private names and the kernel's own (``In``, ``Out``, …) are left out. Only literal values are parameters (``None``, numbers, strings and lists / tuples /
     dicts of them), so no list of names is typed by hand and a new parameter cannot be
     forgotten in ``results.json``. Order: the parameters cell's.
 

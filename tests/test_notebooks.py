@@ -61,8 +61,9 @@ def test_parameters_cell_declares_smoke_scale(stem):
 @pytest.mark.parametrize("stem", PRESENT)
 def test_every_parameter_is_recorded_without_a_hand_typed_list(stem):
     """nanoGPT's config_keys idiom: the cell after the parameters cell records its globals
-    (``params = notebook_params(globals())``) before any other assignment, and hands them to
-    the Report, so ``results.json`` holds every parameter of the parameters cell."""
+    (``params = notebook_params(globals())``) before any other import or assignment, and hands
+    them to the Report, so ``results.json`` holds every parameter of the parameters cell and
+    nothing else."""
     import ast
 
     from ppml.report import notebook_params
@@ -74,9 +75,10 @@ def test_every_parameter_is_recorded_without_a_hand_typed_list(stem):
     exec(code[0].source, ns)  # literals only
     assert list(notebook_params(ns)) == list(reproduce.declared_parameters(NB_DIR / f"{stem}.ipynb"))
     body = ast.parse(code[1].source).body
-    first = next(i for i, st in enumerate(body) if not isinstance(st, (ast.Import, ast.ImportFrom)))
-    assert ast.unparse(body[first]) == "params = notebook_params(globals())", (
-        f"{stem}: the first statement after the imports of cell 2 must be params = notebook_params(globals())")
+    assert [ast.unparse(st) for st in body[:2]] == ["from ppml.report import notebook_params",
+                                                     "params = notebook_params(globals())"], (
+        f"{stem}: cell 2 must open with `from ppml.report import notebook_params` and "
+        "`params = notebook_params(globals())`, before any import can add a constant to globals()")
     reports = [n for n in ast.walk(ast.parse(code[1].source))
                if isinstance(n, ast.Call) and getattr(n.func, "id", None) == "Report"]
     assert len(reports) == 1
@@ -103,6 +105,8 @@ def test_results_json_complete(stem, figures_dir, tmp_path_factory):
     assert res["results"], "results.json must hold the notebook's key numbers"
     declared = reproduce.declared_parameters(NB_DIR / f"{stem}.ipynb")
     assert set(declared) <= set(res["params"]), f"{stem}: parameters missing from results.json"
+    extra = set(res["params"]) - set(declared)
+    assert extra <= {"gridmask", "bench"}, f"{stem}: results.json records non-parameters {sorted(extra)}"
     missing = set(reproduce.ARTIFACTS[stem]) - set(res["artifacts"])
     assert not missing, f"{stem} did not write artifacts {sorted(missing)}"
     for art, meta in res["artifacts"].items():
