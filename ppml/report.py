@@ -35,7 +35,9 @@ from ppml.utils import atomic_write_bytes, atomic_write_json, atomic_write_text
 __all__ = ["SCALES", "VERDICTS", "Report", "Table", "figures_root", "repo_root", "environment_info",
            "load_results", "notebook_params", "verdict_markdown"]
 
-SCALES = ("smoke", "paper")
+#: smoke: CPU, offline, minutes (the notebooks' defaults); cpu: the full Fashion-MNIST and longer
+#: training where an effect needs it (~30 CPU-minutes per notebook); paper: the papers' data (GPU).
+SCALES = ("smoke", "cpu", "paper")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 #: What a notebook can say of one of its paper's claims, computed from the run.
 VERDICTS = ("shown", "not shown at this scale", "contradicted")
@@ -264,7 +266,7 @@ class Report:
     ----------
     notebook: the notebook's stem, e.g. ``"03_isotropic_etc"``; files go to
         ``figures_root()/notebook``.
-    scale: ``"smoke"`` or ``"paper"``; printed beside every table and saved in results.
+    scale: ``"smoke"``, ``"cpu"`` or ``"paper"``; printed beside every table and saved in results.
     params: the notebook's parameters (saved in ``results.json``).
     data_note: what data the numbers come from (e.g. "Fashion-MNIST embedded sample,
         padded to 32×32"); added to every table caption.

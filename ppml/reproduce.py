@@ -1,8 +1,10 @@
-"""Run every paper notebook headless: ``python -m ppml.reproduce [--scale smoke|paper] [NB …]``.
+"""Run every paper notebook headless: ``python -m ppml.reproduce [--scale smoke|cpu|paper] [NB …]``.
 
 Each notebook is executed by papermill in its own kernel process, with working directory
 ``notebooks/`` and the parameters of ``notebooks/params/<scale>.yaml`` injected (the smoke
-file is empty by design: smoke scale *is* the notebooks' defaults). Executed notebooks go to
+file is empty by design: smoke scale *is* the notebooks' defaults). The ``cpu`` scale runs only
+the notebooks ``cpu.yaml`` names (those whose central effect needs the full Fashion-MNIST and
+longer training than smoke affords); the others' smoke run already shows theirs. Executed notebooks go to
 ``build/<scale>/``; a failed one keeps papermill's error notebook there. Each notebook writes
 ``figures/<stem>/…`` and ``results.json``; the runner then writes ``figures/index.md`` (paper
 artifact → file → scale) and exits non-zero if any requested notebook failed or is missing.
@@ -257,6 +259,18 @@ def resolve(names: Sequence[str], notebooks_dir: Path) -> list[str]:
     return out
 
 
+def cpu_scale_stems(stems: Sequence[str], notebooks_dir: Path, *, explicit: bool) -> list[str]:
+    """The notebooks to run at ``cpu`` scale: those ``cpu.yaml`` names. Without names, the others
+    are left out (their smoke run shows their effects); a named one without an entry is an error."""
+    have = load_params("cpu", notebooks_dir / "params")
+    missing = [s for s in stems if s not in have]
+    if explicit and missing:
+        raise RunnerError(f"{', '.join(missing)} ha{'s' if len(missing) == 1 else 've'} no cpu-scale configuration in "
+                          f"{notebooks_dir / 'params' / 'cpu.yaml'} (its effects show at smoke scale): run "
+                          f"{'it' if len(missing) == 1 else 'them'} with --scale smoke, or add an entry")
+    return [s for s in stems if s in have]
+
+
 # --------------------------------------------------------------------------- running
 @dataclasses.dataclass
 class Outcome:
@@ -482,7 +496,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("notebooks", nargs="*", metavar="NOTEBOOK",
                    help="stems, numbers (03) or paths; default: all five")
     p.add_argument("--scale", choices=SCALES, default="smoke",
-                   help="smoke (default: CPU, offline, minutes) or paper (the papers' data and epochs; GPU)")
+                   help="smoke (default: CPU, offline, minutes), cpu (full Fashion-MNIST, ~30 CPU-minutes per "
+                        "notebook, only the notebooks notebooks/params/cpu.yaml names) or paper (the papers' data "
+                        "and epochs; GPU)")
     p.add_argument("--dry-run", action="store_true",
                    help="prepare each notebook without executing it; list missing data sets and weights")
     p.add_argument("--rehearse", action="store_true",
@@ -500,6 +516,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     notebooks_dir = (a.notebooks_dir or repo_root() / "notebooks").resolve()
     try:
         stems = resolve(a.notebooks, notebooks_dir)
+        if a.scale == "cpu":
+            left = stems
+            stems = cpu_scale_stems(stems, notebooks_dir, explicit=bool(a.notebooks))
+            if len(stems) < len(left):
+                print(f"cpu scale: {', '.join(s for s in left if s not in stems)} not run (no entry in "
+                      "notebooks/params/cpu.yaml: their smoke run shows their effects)", flush=True)
         if a.list:
             for s in stems:
                 state = "present" if (notebooks_dir / f"{s}.ipynb").exists() else "not written yet"

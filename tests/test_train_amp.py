@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 
 from ppml.models import create_model
-from ppml.train import amp_settings, cpu_bf16_pays, evaluate, fit
+from ppml.train import amp_settings, cpu_bf16_pays, cpu_channels_last_pays, evaluate, fit
 
 CPU = torch.device("cpu")
 SMOKE = Path(__file__).resolve().parents[1] / "data" / "fashion_mnist_smoke.npz"
@@ -104,7 +104,7 @@ def test_bf16_training_reaches_fp32_accuracy_on_fashion_mnist():
     assert abs(acc[True] - acc[False]) <= 0.03, acc
 
 
-def test_channels_last_is_opt_in_and_trains_the_same_model():
+def test_channels_last_trains_the_same_model_and_auto_follows_the_rule():
     x, y = _fashion(256, 0)[0]
     runs = {}
     for cl in (False, True):
@@ -113,12 +113,21 @@ def test_channels_last_is_opt_in_and_trains_the_same_model():
         runs[cl] = (m, r.final["train_loss"])
     conv = runs[True][0][3].weight  # (32, 16, 3, 3): the two formats differ
     assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
-    assert runs[False][0][3].weight.is_contiguous()  # the default leaves the model alone
+    assert runs[False][0][3].weight.is_contiguous()  # False leaves the model alone
     # same maths, other kernels: equal up to float rounding (amplified a little by 4 SGD steps),
     # far closer than the distance training moved the weights
     assert runs[True][1] == pytest.approx(runs[False][1], rel=1e-4)
     moved = max((a - b).abs().max().item() for a, b in zip(runs[False][0].parameters(), _small_cnn().parameters()))
     apart = max((a - b).abs().max().item() for a, b in zip(runs[False][0].parameters(), runs[True][0].parameters()))
     assert apart < 2e-3 < moved / 10, (apart, moved)
-    with pytest.raises(ValueError, match="channels_last must be True or False"):
+    # "auto" (the default) on the CPU: channels_last exactly where cpu_channels_last_pays says so
+    small = _small_cnn()
+    assert cpu_channels_last_pays(small)
+    fit(small, (x[:64], y[:64]), epochs=1, batch_size=64, lr=0.05, device="cpu", seed=0, progress=False)
+    assert small[3].weight.is_contiguous(memory_format=torch.channels_last) and not small[3].weight.is_contiguous()
+    lin = nn.Sequential(nn.Conv2d(x.shape[1], 2, 1), nn.Flatten(), nn.Linear(2 * x.shape[2] * x.shape[3], 10))  # mostly linear
+    assert not cpu_channels_last_pays(lin)
+    fit(lin, (x[:64], y[:64]), epochs=1, batch_size=64, lr=0.05, device="cpu", seed=0, progress=False)
+    assert lin[0].weight.is_contiguous()
+    with pytest.raises(ValueError, match="channels_last must be 'auto'"):
         fit(_small_cnn(), (x, y), epochs=1, channels_last="yes")

@@ -141,6 +141,30 @@ def cpu_bf16_pays(model: nn.Module, *, native_bf16: bool | None = None) -> bool:
     return dense >= CPU_BF16_MIN_DENSE_CONV_WEIGHTS
 
 
+#: At most this many weights for ``channels_last="auto"`` on the CPU (larger models gained 0.85-1.1x).
+CPU_CHANNELS_LAST_MAX_WEIGHTS = 5_000_000
+
+
+def cpu_channels_last_pays(model: nn.Module) -> bool:
+    """The rule ``fit(channels_last="auto")`` applies on the CPU: train in channels_last memory?
+
+    True when at least half of the model's weights are convolution weights and it has fewer than
+    :data:`CPU_CHANNELS_LAST_MAX_WEIGHTS`: measured by ``benchmarks/train.py`` on this project's
+    2-core development CPU, channels_last gave 1.3-2.1x per training step on the smoke ConvMixers,
+    ResNet-20 and the U-Net, 0.85x on the small ViT (a patch-embedding convolution and
+    linear layers) and 0.85-1.1x on the paper models.
+
+    >>> from ppml.models import create_model
+    >>> cpu_channels_last_pays(create_model("convmixer", dim=64, depth=4, kernel_size=5, patch_size=4))
+    True
+    >>> cpu_channels_last_pays(create_model("vit", img_size=32, patch_size=8, embed_dim=96, depth=4, num_heads=3))
+    False
+    """
+    total = sum(p.numel() for p in model.parameters())
+    conv = sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Conv2d))
+    return 0 < total < CPU_CHANNELS_LAST_MAX_WEIGHTS and conv >= total / 2
+
+
 def amp_settings(amp: bool | str, amp_dtype: str | None, device: torch.device,
                  model: nn.Module | None = None) -> tuple[bool, torch.dtype]:
     """``(autocast on?, dtype)`` for ``amp`` on ``device``.

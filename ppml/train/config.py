@@ -89,6 +89,13 @@ def _amp(v: Any) -> Any:
     return v
 
 
+def _channels_last(v: Any) -> Any:
+    if not (v is True or v is False or v == "auto"):
+        raise ValueError(f"channels_last must be 'auto' (on the CPU where it pays, see "
+                         f"ppml.train.cpu_channels_last_pays), True or False, got {v!r}")
+    return v
+
+
 def _amp_dtype(v: Any) -> Any:
     if v not in (None, "bf16", "fp16"):
         raise ValueError(f"amp_dtype must be None, 'bf16' or 'fp16', got {v!r}")
@@ -143,8 +150,10 @@ class TrainConfig:
 
     Precision and placement: ``amp`` ``"auto"`` / True / False and ``amp_dtype`` (see
     :func:`ppml.train.amp_settings`); ``channels_last`` trains model and batches in
-    ``torch.channels_last`` memory format (opt-in: same maths, other kernels, so results are
-    not bit-identical to NCHW; see ``benchmarks/train.py`` for the speed-up per model);
+    ``torch.channels_last`` memory format: ``"auto"`` on the CPU where
+    :func:`ppml.train.cpu_channels_last_pays` (small convolutional models: 1.3-2.1x in
+    ``benchmarks/train.py``), True always, False never (same maths, other kernels: results may
+    differ from NCHW in the last bits);
     ``device`` (default: CUDA if available).
 
     Run: ``checkpoint_dir`` and ``resume``; ``seed`` and ``deterministic``; ``progress`` bars;
@@ -181,7 +190,7 @@ class TrainConfig:
     # Precision, placement and bookkeeping may change between a run and its resumption.
     amp: bool | str = _opt("auto", record=False, check=_amp)
     amp_dtype: str | None = _opt(None, record=False, check=_amp_dtype)
-    channels_last: bool = _opt(False, record=False, check=_bool("channels_last"))
+    channels_last: bool | str = _opt("auto", record=False, check=_channels_last)
     device: torch.device | str | None = _opt(None, record=False, check=None)
     checkpoint_dir: str | os.PathLike | None = _opt(None, record=False, check=None)
     resume: bool = _opt(True, record=False, check=None)

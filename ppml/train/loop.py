@@ -18,7 +18,7 @@ import torch.nn as nn
 from ..loader import BatchLoader
 from ..utils import atomic_write_json, progress as _progress, quiet
 from ._runtime import (LossHook, _autocast, _name, _resolve_device, _set_rng_state, _unwrap, amp_settings,
-                       init_distributed, rehearsal_caps, seed_everything)
+                       cpu_channels_last_pays, init_distributed, rehearsal_caps, seed_everything)
 from .checkpoint import (_CKPT_FORMAT, CheckpointError, _arch, _check_compatible, _fingerprint, _FolderLock,
                          _gather_rng, _load_checkpoint, _save_checkpoint, _sweep_temp_files)
 from .config import TrainConfig
@@ -90,6 +90,7 @@ class _Run:
     cap_steps: int | None
     loss_fn: LossHook
     show: bool
+    channels_last: bool = False
 
     @property
     def steps(self) -> int:
@@ -132,7 +133,9 @@ def _start(model: nn.Module, train_data: Any, cfg: TrainConfig) -> _Run:
                          f"batch_size={loader.batch_size}, drop_last={loader.drop_last})")
 
     model.to(dev)
-    if cfg.channels_last:
+    channels_last = cfg.channels_last if isinstance(cfg.channels_last, bool) else (
+        dev.type == "cpu" and cpu_channels_last_pays(model))
+    if channels_last:
         model.to(memory_format=torch.channels_last)
     opt = _optimizer(cfg, model)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_schedule(
@@ -143,7 +146,7 @@ def _start(model: nn.Module, train_data: Any, cfg: TrainConfig) -> _Run:
     loss_fn: LossHook = cfg.loss if cfg.loss is not None else (
         lambda m, x, y: (lambda out: (_ce(out, y, label_smoothing=ls), out))(m(x)))
     return _Run(cfg, model, model, loader, opt, sched, scaler, dev, amp, rank, world, cap_steps, loss_fn,
-                show=cfg.progress and rank == 0 and not quiet())
+                show=cfg.progress and rank == 0 and not quiet(), channels_last=channels_last)
 
 
 def _train_epoch(run: _Run, epoch: int, bar: Any) -> dict[str, Any]:
@@ -159,7 +162,7 @@ def _train_epoch(run: _Run, epoch: int, bar: Any) -> dict[str, Any]:
             break  # a rehearsal: the paper's configuration, a few steps only
         x = x.to(dev, non_blocking=True)
         y = y.to(dev, non_blocking=True)
-        if run.cfg.channels_last and x.dim() == 4:
+        if run.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         with _autocast(*run.amp, dev):
             lv, logits = _unpack_loss(run.loss_fn(run.net, x, y), loss_name)
