@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["STYLE", "use_style", "to_numpy_image", "image_grid", "jigsaw_figure"]
+__all__ = ["STYLE", "use_style", "to_numpy_image", "image_grid", "jigsaw_figure", "attack_figure", "accuracy_curves"]
 
 #: rcParams every notebook figure uses (small, print-friendly, no seaborn dependency).
 STYLE: dict[str, Any] = {
@@ -180,5 +180,43 @@ def attack_figure(report: dict, *, n: int = 8, mode: str | None = None):
         axes[r, 0].set_title(lab + ("" if score is None else f" — mean SSIM {score:.2f}"), fontsize=8, loc="left")
     fig.suptitle(f"Attack after Carlini et al. ({ih.get('mode', '')}); floor (mean public image) SSIM "
                  f"{report['floor']:.2f}", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def accuracy_curves(curves: dict[str, Sequence[float]], *, lead: str, others: Sequence[str],
+                    chance: float | None = None, xlabel: str = "epoch", note: str = ""):
+    """Test accuracy across training, and the gap ``lead − max(others)`` it is judged by.
+
+    ``curves`` maps a method to its accuracy after each epoch (fractions). Left panel: every
+    curve (and ``chance``); right panel: the gap in points per epoch, with the zero line, so a
+    reader sees its direction and where (if at all) it crosses. ``note`` goes under the title
+    (e.g. the schedule: a one-cycle run's accuracy at epoch e is not that of an e-epoch run).
+
+    >>> fig = accuracy_curves({"A": [0.5, 0.7], "B": [0.6, 0.65]}, lead="A", others=["B"], chance=0.1)
+    >>> [ax.get_ylabel() for ax in fig.axes]
+    ['test accuracy (%)', 'A − max(B) (points)']
+    """
+    import matplotlib.pyplot as plt
+
+    missing = [m for m in [lead, *others] if m not in curves]
+    if missing:
+        raise KeyError(f"accuracy_curves: no curve for {', '.join(missing)}; curves: {', '.join(curves)}")
+    fig, (ax, gx) = plt.subplots(1, 2, figsize=(9, 3.4))
+    for name, acc in curves.items():
+        e = np.arange(1, len(acc) + 1)
+        ax.plot(e, 100 * np.asarray(acc, dtype=float), marker="o", ms=3, label=name, lw=2.2 if name == lead else 1.2)
+    if chance is not None:
+        ax.axhline(100 * chance, color="gray", ls=":", lw=0.8, label="chance")
+    ax.set(xlabel=xlabel, ylabel="test accuracy (%)")
+    ax.legend(fontsize=7)
+    n = min(len(curves[m]) for m in [lead, *others])
+    best = np.max([np.asarray(curves[m][:n], dtype=float) for m in others], axis=0)
+    gap = 100 * (np.asarray(curves[lead][:n], dtype=float) - best)
+    gx.plot(np.arange(1, n + 1), gap, marker="o", color="tab:red")
+    gx.axhline(0, color="k", lw=0.8)
+    gx.set(xlabel=xlabel, ylabel=f"{lead} − max({', '.join(others)}) (points)")
+    if note:
+        fig.suptitle(note, fontsize=8)
     fig.tight_layout()
     return fig

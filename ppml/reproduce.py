@@ -461,7 +461,7 @@ def _rehearse(stems: Sequence[str], notebooks_dir: Path, build_dir: Path | None,
     log(f"rehearsal: {rehearsal.STAMP}; stand-in data and random weights in {root} "
         f"({time.time() - t0:.0f} s); {env['PPML_REHEARSE_STEPS']} step(s) per epoch, "
         f"≤ {env['PPML_REHEARSE_EPOCHS']} epoch(s), batch ≤ {env['PPML_REHEARSE_BATCH']}, "
-        f"{env['PPML_CPU_AMP']} autocast on the CPU")
+        f"{'bf16 autocast' if env['PPML_CPU_AMP'].strip().lower() == 'bf16' else 'float32 (no autocast)'} on the CPU")
     try:
         outcomes = run(stems, scale="paper", notebooks_dir=notebooks_dir, build_dir=build_dir, log=log,
                        rehearse=True, _rehearsal={"env": env, "changes": {}})

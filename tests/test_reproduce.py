@@ -97,6 +97,20 @@ def test_paper_scale_injects_parameters(tree):
     assert injected and "epochs = 3" in injected[0].source and 'scale = "paper"' in injected[0].source
 
 
+def test_cpu_scale_runs_only_the_notebooks_cpu_yaml_names(tree, capsys):
+    _notebook(tree / "notebooks" / "91_other.ipynb", "scale = 'smoke'", "pass")
+    (tree / "notebooks" / "params" / "cpu.yaml").write_text("90_toy:\n  epochs: 2\n")
+    assert _main(tree, "--scale", "cpu") == 0
+    out = capsys.readouterr().out
+    assert "91_other not run (no entry in notebooks/params/cpu.yaml" in out and "1 notebook(s) at scale 'cpu'" in out
+    res = json.loads((tree / "figures" / "90_toy" / "results.json").read_text())
+    assert res["scale"] == "cpu" and res["results"]["epochs"] == 2
+    assert not (tree / "build" / "cpu" / "91_other.ipynb").exists()
+    # naming a notebook that has no cpu configuration is an error that says what to do
+    assert _main(tree, "--scale", "cpu", "91_other") == 2
+    assert "91_other has no cpu-scale configuration" in capsys.readouterr().err
+
+
 def test_rejects_undeclared_parameter(tree, capsys):
     (tree / "notebooks" / "params" / "smoke.yaml").write_text("90_toy:\n  epohcs: 2\n")
     assert _main(tree, "90_toy") == 1
