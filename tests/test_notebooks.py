@@ -28,9 +28,13 @@ def test_every_present_notebook_is_a_registered_paper_notebook():
 
 
 def test_params_files_name_only_paper_notebooks():
-    for scale in ("smoke", "paper"):
+    for scale in ("smoke", "cpu", "paper"):
         params = reproduce.load_params(scale, NB_DIR / "params")
         assert set(params) <= set(reproduce.NOTEBOOKS), scale
+        for stem, given in params.items():  # every override is declared, with the notebook's type
+            if (NB_DIR / f"{stem}.ipynb").exists():
+                given = {k: v for k, v in given.items() if k != "requires"}
+                reproduce.check_parameters(stem, reproduce.declared_parameters(NB_DIR / f"{stem}.ipynb"), given)
 
 
 @pytest.mark.parametrize("stem", PRESENT)
