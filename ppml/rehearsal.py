@@ -78,7 +78,11 @@ SCALED_COUNTS: dict[str, dict[str, tuple[str, str]]] = {
 #: and loops that do not go through ``ppml.train.fit`` (so ignore PPML_REHEARSE_STEPS).
 OVERRIDES: dict[str, dict[str, Any]] = {
     # ppml.attacks.gan has its own loop; the Eq. (4)/(5) checks run ~100 ViT-B/16 forwards at 224 px
-    "03_isotropic_etc": {"gan_epochs": 1, "gan_le_epochs": 1, "eq_probe_n": 2},
+    # one photo crop per jigsaw puzzle size (the largest, 3,136 pieces, still runs)
+    "03_isotropic_etc": {"gan_epochs": 1, "gan_le_epochs": 1, "eq_probe_n": 2, "jigsaw_n": 1},
+    # one data set per on-disk format (SVHN .mat, CIFAR pickles: CIFAR-100 also runs the 100-class
+    # heads; CIFAR-10's pickles load in every other notebook): 24 of the 36 paper trainings
+    "01_scramblemix": {"datasets": ["svhn", "cifar100"]},
     # Fig. 3 scores 11 ratios x repeats with FID/NIQE (Inception at 299 px): a handful of images.
     "05_key_generation": {"fig3_images": 8, "niqe_images": 2, "fig3_lpips_images": 8, "fig3_repeats": 1, "fig3_steps": 2,
                           "trials": 3,
