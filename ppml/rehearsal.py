@@ -81,8 +81,9 @@ OVERRIDES: dict[str, dict[str, Any]] = {
     # one photo crop per jigsaw puzzle size (the largest, 3,136 pieces, still runs)
     "03_isotropic_etc": {"gan_epochs": 1, "gan_le_epochs": 1, "eq_probe_n": 2, "jigsaw_n": 1},
     # one data set per on-disk format (SVHN .mat, CIFAR pickles: CIFAR-100 also runs the 100-class
-    # heads; CIFAR-10's pickles load in every other notebook): 24 of the 36 paper trainings
-    "01_scramblemix": {"datasets": ["svhn", "cifar100"]},
+    # heads; CIFAR-10's pickles load in every other notebook): 24 of the 36 paper trainings; fewer
+    # test-time views (each is a forward pass of WRN-40-10 / PyramidNet over the test set)
+    "01_scramblemix": {"datasets": ["svhn", "cifar100"], "tta_max": 2, "instahide_tta": 2, "posterior_views": 4},
     # Fig. 3 scores 11 ratios x repeats with FID/NIQE (Inception at 299 px): a handful of images.
     "05_key_generation": {"fig3_images": 8, "niqe_images": 2, "fig3_lpips_images": 8, "fig3_repeats": 1, "fig3_steps": 2,
                           "trials": 3,
