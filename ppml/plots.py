@@ -194,6 +194,9 @@ def gap_trend_figure(trend: dict[str, Any], *, scale: str = "", note: str = ""):
                   "augmentation does not end with the narrower gap", fontsize=8)
     ax2.set_xlabel("epoch")
     ax2.set_ylabel("plain − scrambled (points)")
+    from matplotlib.ticker import MaxNLocator
+    for ax in (ax1, ax2):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax2.legend(fontsize=7)
     if note:
         fig.text(0.5, 0.0, note, ha="center", va="bottom", fontsize=7)
