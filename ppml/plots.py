@@ -13,7 +13,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["STYLE", "use_style", "to_numpy_image", "image_grid", "jigsaw_figure", "attack_figure", "accuracy_curves"]
+__all__ = ["STYLE", "use_style", "to_numpy_image", "image_grid", "jigsaw_figure", "gap_trend_figure", "attack_figure",
+           "accuracy_curves"]
 
 #: rcParams every notebook figure uses (small, print-friendly, no seaborn dependency).
 STYLE: dict[str, Any] = {
@@ -154,6 +155,55 @@ def jigsaw_figure(record: dict[str, dict[str, float]], examples: dict[str, dict[
     if title:
         fig.suptitle(title)
     fig.tight_layout()
+    return fig
+
+
+def gap_trend_figure(trend: dict[str, Any], *, scale: str = "", note: str = ""):
+    """Two panels from :func:`ppml.papers.block_scramble_augmentation.gap_trend`: left, the four
+    Fig. 3 test accuracies after every epoch (plain solid, block-scrambled dashed; blue without
+    augmentation, orange with augmentation + TTA); right, the plain − scrambled gap with and
+    without augmentation, the epochs where augmentation narrows it shaded. ``note`` goes under
+    the x axis (e.g. what the intermediate epochs are).
+
+    >>> t = {"epochs": [1, 2], "no_augmentation": [.2, .1], "augmentation_tta": [.3, .05], "narrower": [False, True],
+    ...      "crossing_epoch": 2, "accuracy": {"none": [.5, .8], "per_image": [.3, .7], "none_aug_tta": [.4, .8],
+    ...      "per_image_aug_tta": [.1, .75]}}
+    >>> len(gap_trend_figure(t).axes)
+    2
+    """
+    import matplotlib.pyplot as plt
+
+    ep = trend["epochs"]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(7.2, 3.0))
+    acc = trend["accuracy"]
+    for key, colour, style, label in (("none", "C0", "-", "plain"), ("per_image", "C0", "--", "scrambled"),
+                                      ("none_aug_tta", "C1", "-", "plain, aug + TTA"),
+                                      ("per_image_aug_tta", "C1", "--", "scrambled, aug + TTA")):
+        ax1.plot(ep, acc[key], style, color=colour, label=label)
+    ax1.set_xlabel("epoch")
+    ax1.set_ylabel(f"test accuracy{f' ({scale})' if scale else ''}")
+    ax1.set_ylim(0, 1)
+    ax1.legend(fontsize=7)
+    ax2.plot(ep, [100 * g for g in trend["no_augmentation"]], "o-", ms=3, color="C0", label="no augmentation")
+    ax2.plot(ep, [100 * g for g in trend["augmentation_tta"]], "s-", ms=3, color="C1", label="augmentation + TTA")
+    ax2.axhline(0, color="gray", lw=0.8)
+    for e, nar in zip(ep, trend["narrower"]):
+        if nar:
+            ax2.axvspan(e - 0.5, e + 0.5, color="C2", alpha=0.12, lw=0)
+    c = trend.get("crossing_epoch")
+    ax2.set_title("gap narrower with augmentation from epoch %d on (shaded)" % c if c else
+                  "augmentation does not end with the narrower gap", fontsize=8)
+    ax2.set_xlabel("epoch")
+    ax2.set_ylabel("plain − scrambled (points)")
+    from matplotlib.ticker import MaxNLocator
+    for ax in (ax1, ax2):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax2.legend(fontsize=7)
+    if note:
+        fig.text(0.5, 0.0, note, ha="center", va="bottom", fontsize=7)
+        fig.tight_layout(rect=(0, 0.05, 1, 1))
+    else:
+        fig.tight_layout()
     return fig
 
 

@@ -29,7 +29,7 @@ NOTEBOOKS: dict[str, tuple[str, str]] = {
 #: The paper artifacts (figure and table names) each notebook must write.
 ARTIFACTS: dict[str, tuple[str, ...]] = {
     "01_scramblemix": ("table_t1", "fig_t1_trend", "table_tta", "fig_security", "fig_posterior"),
-    "02_block_scramble_augmentation": ("fig2", "fig3a", "fig3b", "jigsaw", "fig_jigsaw"),
+    "02_block_scramble_augmentation": ("fig2", "fig3a", "fig3b", "fig3_gap_trend", "jigsaw", "fig_jigsaw"),
     "03_isotropic_etc": ("fig2", "table2", "table3", "table4", "fig5", "fig6", "fig7", "fig8", "eq4", "jigsaw", "fig_jigsaw",
                          "fig_attack_curves"),
     "04_transformation_network": ("table1", "fig3", "fig4", "fig5"),

@@ -267,3 +267,33 @@ def test_gridmask_mode1_fraction_matches_expectation_and_is_seeded():
     assert abs(float(removed) - paper.expected_masked_fraction()) < 0.03
     x = images(16)
     assert torch.equal(paper(x, gen(3)), paper(x, gen(3))) and not torch.equal(paper(x, gen(3)), paper(x, gen(4)))
+
+
+# ------------------------------------------------------------------ Fig. 3's gap against compute
+
+def test_gap_trend_per_epoch_gaps_crossing_and_figure():
+    from ppml.papers.block_scramble_augmentation import gap_trend
+    from ppml.plots import gap_trend_figure
+    import matplotlib.pyplot as plt
+
+    curves = {("none", False): [0.5, 0.7, 0.8, 0.85], ("per_image", False): [0.3, 0.6, 0.75, 0.75],
+              ("none", True): [0.4, 0.6, 0.8, 0.86], ("per_image", True): [0.1, 0.55, 0.65, 0.8]}
+    t = gap_trend(curves)
+    assert t["epochs"] == [1, 2, 3, 4]
+    assert t["no_augmentation"] == pytest.approx([0.2, 0.1, 0.05, 0.1])
+    assert t["augmentation_tta"] == pytest.approx([0.3, 0.05, 0.15, 0.06])
+    assert t["narrower"] == [False, True, False, True]
+    assert t["crossing_epoch"] == 4  # narrower from epoch 4 to the end (not from the transient epoch 2)
+    assert t["final"] == pytest.approx({"no_augmentation": 0.1, "augmentation_tta": 0.06})
+    assert t["accuracy"]["per_image_aug_tta"] == curves[("per_image", True)]
+    widening = {**curves, ("per_image", True): [0.1, 0.5, 0.6, 0.7]}
+    assert gap_trend(widening)["crossing_epoch"] is None
+    fig = gap_trend_figure(t, scale="smoke", note="a note")
+    assert len(fig.axes) == 2 and "from epoch 4" in fig.axes[1].get_title()
+    plt.close(fig)
+    with pytest.raises(ValueError, match="missing"):
+        gap_trend({k: v for k, v in curves.items() if k != ("none", True)})
+    with pytest.raises(ValueError, match="equally long"):
+        gap_trend({**curves, ("none", True): [0.4, 0.6]})
+    with pytest.raises(ValueError, match="equally long"):  # fit without val_data gives None per epoch
+        gap_trend({**curves, ("none", True): [None] * 4})

@@ -47,7 +47,7 @@ from ppml.transforms import (BatchTransform, EncryptBatch, GridMask, RandomCrop,
 __all__ = [
     "scramble_blocks", "unscramble_blocks", "mirror_block_perm", "block_scramble_keys",
     "PerImageBlockScramble", "FreshBlockScramble", "IndexedBatchLoader", "ScramblePipelines",
-    "block_scramble_pipelines", "GRIDMASK_32", "ENCRYPT_MODES", "augmentation_study",
+    "block_scramble_pipelines", "GRIDMASK_32", "ENCRYPT_MODES", "augmentation_study", "gap_trend",
     "PAPER", "SETTINGS", "FIG3", "CLAIMS", "UNSPECIFIED",
 ]
 
@@ -466,6 +466,45 @@ def augmentation_study(images: torch.Tensor, block_size: int = 8, *, num_keys: i
         examples[name] = {"original": x[0], "encrypted": y[0],
                           "reconstruction": aligned_reconstruction(y[:1], sol[0], truth[0], block_size)[0]}
     return JigsawResults(record, examples)
+
+
+def gap_trend(curves: Mapping[tuple[str, bool], Sequence[float]]) -> dict[str, Any]:
+    """Fig. 3's quantity against compute: the plain − block-scrambled test-accuracy gap after
+    every epoch, without augmentation and with augmentation + server TTA.
+
+    ``curves`` maps ``(encrypt, augment)`` — ``("none" | "per_image", False | True)``, the four
+    Fig. 3 runs — to their test accuracy after each epoch (``fit(..., val_data=...)``'s
+    ``val_acc``; all four the same length). Returns ``epochs`` (1-based), ``no_augmentation``
+    and ``augmentation_tta`` (the gap per epoch), their ``final`` values, ``narrower`` (per
+    epoch: is the gap with augmentation the smaller one) and ``crossing_epoch``: the first
+    epoch from which the augmented gap stays below the other one to the end (``None`` if it
+    does not end below).
+
+    >>> t = gap_trend({("none", False): [.5, .7, .8], ("per_image", False): [.3, .6, .7],
+    ...                ("none", True): [.4, .6, .8], ("per_image", True): [.1, .55, .75]})
+    >>> [round(g, 2) for g in t["augmentation_tta"]], t["crossing_epoch"], round(t["final"]["no_augmentation"], 2)
+    ([0.3, 0.05, 0.05], 2, 0.1)
+    """
+    need = [("none", False), ("per_image", False), ("none", True), ("per_image", True)]
+    missing = [k for k in need if k not in curves]
+    if missing:
+        raise ValueError(f"gap_trend needs the four Fig. 3 runs {need}; missing {missing}")
+    cs = {k: [float("nan") if v is None else float(v) for v in curves[k]] for k in need}
+    n = len(cs[need[0]])
+    if n == 0 or any(len(c) != n for c in cs.values()) or any(v != v for c in cs.values() for v in c):
+        raise ValueError("gap_trend: the four accuracy curves must be non-empty, equally long and without NaN "
+                         f"(lengths {[len(c) for c in cs.values()]}); pass val_data to fit to measure every epoch")
+    a = [p - q for p, q in zip(cs[("none", False)], cs[("per_image", False)])]
+    b = [p - q for p, q in zip(cs[("none", True)], cs[("per_image", True)])]
+    narrower = [y < x for x, y in zip(a, b)]
+    crossing = None
+    for e in range(n, 0, -1):
+        if not narrower[e - 1]:
+            break
+        crossing = e
+    return {"epochs": list(range(1, n + 1)), "no_augmentation": a, "augmentation_tta": b, "narrower": narrower,
+            "crossing_epoch": crossing, "final": {"no_augmentation": a[-1], "augmentation_tta": b[-1]},
+            "accuracy": {f"{enc}{'_aug_tta' if aug else ''}": cs[(enc, aug)] for enc, aug in need}}
 
 
 # --------------------------------------------------------------------------------------------
