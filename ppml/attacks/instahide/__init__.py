@@ -52,9 +52,10 @@ from .reconstruction import (  # noqa: F401
     _flat_unit, _centred, highpass_features, mixing_matrix, reconstruct_signed, _sign_graph,
     align_pixel_signs, global_sign)
 from .membership import (  # noqa: F401
-    grow_cliques, _grow, class_counts, find_membership, reassign_members, weights_from_labels)
+    grow_cliques, _grow, class_counts, find_membership, recode_members, reassign_members,
+    weights_from_labels)
 from .carlini import (  # noqa: F401
-    Challenge, make_challenge, public_offset, CarliniResult, carlini_attack, sign_accuracy,
+    Challenge, make_challenge, public_offset, public_partners, CarliniResult, carlini_attack, sign_accuracy,
     challenge_scores)
 from .report import (  # noqa: F401
     PRIVATE_SOURCES, PUBLIC_SOURCES, labelled_photo_crops, instahide_challenge,
@@ -64,7 +65,7 @@ __all__ = ["abs_features", "encoding_similarity", "group_encodings", "reconstruc
            "train_colour_fix", "instahide_attack", "match_reconstructions", "AttackResult",
            # the attack on the true forward model (Carlini et al.'s steps, faithful)
            "highpass_features", "mixing_matrix", "reconstruct_signed", "align_pixel_signs", "global_sign",
-           "grow_cliques", "class_counts", "find_membership", "reassign_members", "weights_from_labels", "Challenge",
-           "make_challenge", "public_offset", "CarliniResult", "carlini_attack", "sign_accuracy",
+           "grow_cliques", "class_counts", "find_membership", "recode_members", "reassign_members", "weights_from_labels", "Challenge",
+           "make_challenge", "public_offset", "public_partners", "CarliniResult", "carlini_attack", "sign_accuracy",
            "challenge_scores", "labelled_photo_crops", "instahide_challenge", "scramblemix_challenge",
            "attack_report", "PRIVATE_SOURCES", "PUBLIC_SOURCES"]

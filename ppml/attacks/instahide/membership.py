@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .reconstruction import highpass_features
+from .reconstruction import _centred, highpass_features
 
 
 # ----------------------------------------------------------------------------- membership
@@ -78,6 +78,39 @@ def _energy_features(abs_enc: torch.Tensor, radius: int) -> torch.Tensor:
     k = 2 * int(radius) + 1
     q = q - F.avg_pool2d(F.pad(q, (int(radius),) * 4, mode="replicate"), k, 1)
     return q.flatten(1)
+
+
+def _private_energy(abs_enc: torch.Tensor, radius: int, public: torch.Tensor | None, k_public: int) -> torch.Tensor:
+    """:func:`_energy_features`, less (cross-dataset) the public partners': they come from a
+    pool the attacker holds, so their energy atoms are known exactly; each encoding is coded
+    with ``k_public`` of them (greedy, non-negative) and that part removed."""
+    f = _energy_features(abs_enc, radius)
+    if public is not None and int(k_public) > 0 and len(public):
+        pa = _energy_features(_centred(public).abs(), radius)
+        _, Zp, _ = _code(f, f.mean(0), pa, torch.ones(len(f), len(pa), dtype=torch.bool), int(k_public))
+        f = f - Zp @ pa
+    return f
+
+
+def recode_members(abs_enc: torch.Tensor, targets: torch.Tensor, X: torch.Tensor, classes: torch.Tensor,
+                   k_private: int, *, iters: int = 0, radius: int = 1, public: torch.Tensor | None = None,
+                   k_public: int = 0) -> torch.Tensor:
+    """Membership again, with the atoms of :func:`find_membership`'s sparse coding taken from
+    reconstructions ``X`` ``(N, C, H, W)`` (centred, signed: ``|X|²`` does not depend on the
+    signs) instead of clique means: ``hp(|X_j|²)``, then ``iters`` atom/code alternations. ``(M, k_private)``, strongest first."""
+    t = torch.as_tensor(targets, dtype=torch.float64)
+    k = int(k_private)
+    if X.dim() != 4 or X.shape[1:] != abs_enc.shape[1:]:
+        raise ValueError(f"recode_members: X must be (N, {tuple(abs_enc.shape[1:])}), got {tuple(X.shape)}")
+    f = _private_energy(abs_enc, radius, public, k_public)
+    ok = (t > 1e-9)[:, torch.as_tensor(classes)]
+    if bool((ok.sum(1) < k).any()):
+        ok = ok | (ok.sum(1, keepdim=True) < k)
+    P = _energy_features(X.double().abs(), radius)
+    P = P - P.mean(0)
+    _, _, taken, Z, _ = _alternate(f, f.mean(0), P, ok, k, iters)
+    gain = torch.where(taken, Z, torch.full_like(Z, -1.0))
+    return gain.topk(k, dim=1).indices
 
 
 def _pick_cliques(f: torch.Tensor, has: torch.Tensor, counts: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -151,7 +184,8 @@ def _alternate(f, mu, P, ok, k, iters):
 
 
 def find_membership(abs_enc: torch.Tensor, targets: torch.Tensor, n_private: int, k_private: int, *,
-                    iters: int = 8, swaps: int = 24, tries: int = 3, radius: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+                    iters: int = 8, swaps: int = 24, tries: int = 3, radius: int = 1,
+                    public: torch.Tensor | None = None, k_public: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Which private images each encoding mixes (the attack's steps 1–4), from ``|e|`` and the
     mixed labels ``targets`` ``(M, K)`` only.
 
@@ -185,7 +219,7 @@ def find_membership(abs_enc: torch.Tensor, targets: torch.Tensor, n_private: int
     core, classes = _pick_cliques(highpass_features(abs_enc, radius=radius), has, counts, size)
     if len(classes) < n:  # a class holds fewer encodings than the label mass gives it images
         raise ValueError(f"find_membership: found only {len(classes)} of {n} private images' cliques")
-    f = _energy_features(abs_enc, radius)
+    f = _private_energy(abs_enc, radius, public, k_public)
     ok = has[:, classes]  # (M, N) label-compatible assignments
     if bool((ok.sum(1) < k).any()):
         ok = ok | (ok.sum(1, keepdim=True) < k)  # a label with too few compatible images: allow all
