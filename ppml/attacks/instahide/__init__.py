@@ -33,12 +33,16 @@ originals to reconstructions by MSE) and :mod:`ppml.metrics`.
 :func:`instahide_challenge`, :func:`carlini_attack`): steps 1–5 above fit ``|e| ≈ Σλ|x̃|``,
 which is not the model (``|Σλx̃| ≠ Σλ|x̃|``); they stay as the simple baseline. The faithful
 version follows Carlini et al. on the InstaHide Challenge configuration, scaled down
-(:func:`make_challenge`): membership by clique growth on a similarity graph
-(:func:`find_membership`; high-pass features instead of their trained network), weights read
-off the mixed labels (:func:`weights_from_labels`), signed images fitted to ``|Σλx + O|`` per
-pixel (:func:`reconstruct_signed`: alternating sign guesses / one shared least-squares solve,
-restarts; in the cross-dataset mode the public share is a known offset plus noise, handled by
-expectation-maximisation over the signs), then the one sign per pixel position shared by all
+(:func:`make_challenge`): membership by clique growth on a similarity graph and sparse coding
+of the encodings' high-pass energy with one atom per private image, re-seeded where cliques
+merge or miss images (:func:`find_membership`; hand-made features instead of their trained
+network; class sizes from the label mass, :func:`class_counts`), weights read off the mixed
+labels (:func:`weights_from_labels`), signed images fitted to ``|Σλx + O|`` per pixel
+(:func:`reconstruct_signed`: alternating sign guesses / one shared least-squares solve,
+restarts; in the cross-dataset mode the public partners are found in the attacker's public pool
+(:func:`public_partners`) and their mix is a known offset plus noise, handled by
+expectation-maximisation over the signs), membership once more from the reconstructions
+(:func:`recode_members`) and a second fit, then the one sign per pixel position shared by all
 images (:func:`align_pixel_signs`) and the global sign (:func:`global_sign`). Scores: per-image
 SSIM and the Challenge's max-/mean-SSIM (:func:`challenge_scores`).
 """

@@ -131,7 +131,7 @@ def carlini_attack(*, encodings: torch.Tensor, targets: torch.Tensor, n_private:
                    public: torch.Tensor, value_range: tuple[float, float] = (-1.0, 1.0), centre: bool = False,
                    members: torch.Tensor | None = None, weights: torch.Tensor | None = None,
                    classes: torch.Tensor | None = None, k: int | None = None, restarts: int = 16,
-                   iters: int = 40, robust: int = 0, rounds: int = 0, recode_iters: int = 0,
+                   iters: int = 40, robust: int = 0, rounds: int = 1, recode_iters: int = 3,
                    find_public: bool = True, seed: int = 0) -> CarliniResult:
     """The attack on InstaHide after Carlini et al. (2021), on the true forward model.
 
@@ -140,7 +140,10 @@ def carlini_attack(*, encodings: torch.Tensor, targets: torch.Tensor, n_private:
     images and the public pool: absolute values → membership (:func:`find_membership`, or the
     given ``members``/``classes``: the oracle) → weights from the labels
     (:func:`weights_from_labels`, or the given ``weights``) → signed phase retrieval with the
-    public share as a known offset (:func:`reconstruct_signed`, :func:`public_offset`) → one
+    public share as a known offset (:func:`reconstruct_signed`; :func:`public_partners` with
+    ``find_public``, which also strips the public partners from the membership features, else
+    :func:`public_offset`) → ``rounds`` times (not for the oracle): membership again from the
+    reconstructions (:func:`recode_members`, ``recode_iters`` alternations) and a new fit → one
     sign per pixel position (:func:`align_pixel_signs`) → the global sign (:func:`global_sign`).
     """
     check_finite(check_images(encodings, "encodings", "carlini_attack", value_range=None), "encodings",
