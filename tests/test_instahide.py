@@ -328,3 +328,44 @@ def test_attack_figure_draws_every_row():
            "scramblemix_adaptive": {"images": im, "mean_ssim": 0.2}}
     fig = attack_figure(rep, n=3)
     assert len(fig.axes) == 5 * 3 and "0.40" in fig.axes[6].get_title(loc="left")
+
+
+def _small_challenge(mode, seed=0, n=16, T=24, size=16):
+    x, y = labelled_photo_crops(n, size, seed=seed)
+    pub = labelled_photo_crops(64, size, seed=seed + 1, sources=("china", "flower", "stereo_motorcycle"))[0]
+    kw = dict(k=4) if mode == "inside" else dict(k=6, k_private=2, public=pub)
+    ch = make_challenge(x, y, 4, encodings_per_image=T, seed=seed, **kw)
+    ch.public = pub.float() / 255
+    return ch, pub
+
+
+def test_class_counts_and_membership_errors():
+    from ppml.attacks.instahide import class_counts, find_membership, recode_members
+
+    ch, _ = _small_challenge("inside")
+    assert torch.equal(class_counts(ch.targets, 16), torch.bincount(ch.labels, minlength=4))
+    with pytest.raises(ValueError, match="carry no weight"):
+        class_counts(torch.zeros(3, 2), 2)
+    with pytest.raises(ValueError, match="targets must be"):
+        find_membership(torch.rand(5, 1, 4, 4), torch.rand(4, 2), 2, 1)
+    with pytest.raises(ValueError, match="X must be"):
+        recode_members(torch.rand(5, 1, 4, 4), torch.rand(5, 2), torch.rand(2, 1, 3, 3), torch.tensor([0, 1]), 1)
+
+
+def test_public_partners_lift_the_cross_mode_oracle():
+    ch, pub = _small_challenge("cross")
+    kw = dict(encodings=ch.encodings, targets=ch.targets, n_private=16, k_private=2, public=pub, k=6,
+              members=ch.members, weights=ch.weights[:, :2], classes=ch.labels, restarts=2)
+    sc = challenge_scores(ch, carlini_attack(**kw))
+    plain = challenge_scores(ch, carlini_attack(find_public=False, **kw))
+    assert sc["mean_ssim"] >= 0.5 and sc["sign_accuracy"] >= 0.95
+    assert sc["mean_ssim"] > plain["mean_ssim"] + 0.05
+
+
+@pytest.mark.parametrize("mode", ["inside", "cross"])
+def test_full_attack_beats_the_floor_by_0_1(mode):
+    ch, pub = _small_challenge(mode)
+    r = carlini_attack(encodings=ch.encodings, targets=ch.targets, n_private=16, k_private=ch.k_private, public=pub,
+                       k=ch.k, restarts=16 if mode == "inside" else 2)
+    sc = challenge_scores(ch, r)
+    assert sc["mean_ssim"] >= sc["floor"] + 0.1 and sc["max_ssim"] >= sc["floor"] + 0.1

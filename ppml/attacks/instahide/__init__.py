@@ -33,12 +33,16 @@ originals to reconstructions by MSE) and :mod:`ppml.metrics`.
 :func:`instahide_challenge`, :func:`carlini_attack`): steps 1–5 above fit ``|e| ≈ Σλ|x̃|``,
 which is not the model (``|Σλx̃| ≠ Σλ|x̃|``); they stay as the simple baseline. The faithful
 version follows Carlini et al. on the InstaHide Challenge configuration, scaled down
-(:func:`make_challenge`): membership by clique growth on a similarity graph
-(:func:`find_membership`; high-pass features instead of their trained network), weights read
-off the mixed labels (:func:`weights_from_labels`), signed images fitted to ``|Σλx + O|`` per
-pixel (:func:`reconstruct_signed`: alternating sign guesses / one shared least-squares solve,
-restarts; in the cross-dataset mode the public share is a known offset plus noise, handled by
-expectation-maximisation over the signs), then the one sign per pixel position shared by all
+(:func:`make_challenge`): membership by clique growth on a similarity graph and sparse coding
+of the encodings' high-pass energy with one atom per private image, re-seeded where cliques
+merge or miss images (:func:`find_membership`; hand-made features instead of their trained
+network; class sizes from the label mass, :func:`class_counts`), weights read off the mixed
+labels (:func:`weights_from_labels`), signed images fitted to ``|Σλx + O|`` per pixel
+(:func:`reconstruct_signed`: alternating sign guesses / one shared least-squares solve,
+restarts; in the cross-dataset mode the public partners are found in the attacker's public pool
+(:func:`public_partners`) and their mix is a known offset plus noise, handled by
+expectation-maximisation over the signs), membership once more from the reconstructions
+(:func:`recode_members`) and a second fit, then the one sign per pixel position shared by all
 images (:func:`align_pixel_signs`) and the global sign (:func:`global_sign`). Scores: per-image
 SSIM and the Challenge's max-/mean-SSIM (:func:`challenge_scores`).
 """
@@ -52,9 +56,10 @@ from .reconstruction import (  # noqa: F401
     _flat_unit, _centred, highpass_features, mixing_matrix, reconstruct_signed, _sign_graph,
     align_pixel_signs, global_sign)
 from .membership import (  # noqa: F401
-    grow_cliques, _grow, find_membership, reassign_members, weights_from_labels)
+    grow_cliques, _grow, class_counts, find_membership, recode_members, reassign_members,
+    weights_from_labels)
 from .carlini import (  # noqa: F401
-    Challenge, make_challenge, public_offset, CarliniResult, carlini_attack, sign_accuracy,
+    Challenge, make_challenge, public_offset, public_partners, CarliniResult, carlini_attack, sign_accuracy,
     challenge_scores)
 from .report import (  # noqa: F401
     PRIVATE_SOURCES, PUBLIC_SOURCES, labelled_photo_crops, instahide_challenge,
@@ -64,7 +69,7 @@ __all__ = ["abs_features", "encoding_similarity", "group_encodings", "reconstruc
            "train_colour_fix", "instahide_attack", "match_reconstructions", "AttackResult",
            # the attack on the true forward model (Carlini et al.'s steps, faithful)
            "highpass_features", "mixing_matrix", "reconstruct_signed", "align_pixel_signs", "global_sign",
-           "grow_cliques", "find_membership", "reassign_members", "weights_from_labels", "Challenge",
-           "make_challenge", "public_offset", "CarliniResult", "carlini_attack", "sign_accuracy",
+           "grow_cliques", "class_counts", "find_membership", "recode_members", "reassign_members", "weights_from_labels", "Challenge",
+           "make_challenge", "public_offset", "public_partners", "CarliniResult", "carlini_attack", "sign_accuracy",
            "challenge_scores", "labelled_photo_crops", "instahide_challenge", "scramblemix_challenge",
            "attack_report", "PRIVATE_SOURCES", "PUBLIC_SOURCES"]

@@ -12,7 +12,7 @@ import torch
 from ppml._checks import ShapeError, check_finite, check_images
 from .baseline import abs_features
 from .reconstruction import _flat_unit, _centred, mixing_matrix, reconstruct_signed, align_pixel_signs, global_sign
-from .membership import find_membership, reassign_members, weights_from_labels
+from .membership import find_membership, recode_members, weights_from_labels
 
 
 # ----------------------------------------------------------------------------- the whole attack
@@ -81,6 +81,39 @@ def public_offset(targets: torch.Tensor, public: torch.Tensor, shape: tuple[int,
     return share.view(view) * pub.mean(0), var
 
 
+def public_partners(abs_enc: torch.Tensor, targets: torch.Tensor, public: torch.Tensor, *, k: int = 6,
+                    k_private: int = 2, noise_scale: float = 2.0, radius: int = 1) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """:func:`public_offset` sharpened by finding the public partners: the attacker holds the
+    public pool, so each encoding's ``k − k_private`` public partners are coded with their
+    known energy atoms ``hp(|ũ|²)`` (greedy non-negative sparse coding of ``hp(|e|²)``; the
+    coefficient of atom ``j`` estimates ``μ_j²``). The offset becomes ``Σ_j μ̂_j ũ_j`` plus the
+    share left unexplained times the mean public image, ``μ̂`` the square roots of the
+    coefficients scaled to at most the public share; the variance shrinks by the explained
+    share. Inside-dataset: as :func:`public_offset`."""
+    from .membership import _code, _energy_features
+
+    shape = tuple(abs_enc.shape[1:])
+    off, var = public_offset(targets, public, shape, k=k, k_private=k_private, noise_scale=noise_scale)
+    if var is None:
+        return off, var
+    t = torch.as_tensor(targets, dtype=torch.float64)
+    share = (1 - t.sum(1)).clamp_min(0)
+    f = _energy_features(abs_enc, radius)
+    pub = _centred(public)
+    pa = _energy_features(pub.abs(), radius)
+    M = len(f)
+    _, Z, _ = _code(f, f.mean(0), pa, torch.ones(M, len(pa), dtype=torch.bool), int(k) - int(k_private))
+    mu = Z.clamp_min(0).sqrt()
+    tot = mu.sum(1)
+    mu = mu * torch.where(tot > share, share / tot.clamp_min(1e-12), torch.ones_like(tot))[:, None]
+    rest = share - mu.sum(1)
+    view = (-1, *([1] * len(shape)))
+    off = (mu @ pub.flatten(1)).view(M, *shape) + rest.view(view) * pub.mean(0)
+    frac = (rest / share.clamp_min(1e-12)).clamp(0, 1)
+    var = var * frac.pow(2).clamp_min(0.25).view(view)
+    return off, var
+
+
 @dataclass
 class CarliniResult:
     """What :func:`carlini_attack` returns."""
@@ -98,7 +131,8 @@ def carlini_attack(*, encodings: torch.Tensor, targets: torch.Tensor, n_private:
                    public: torch.Tensor, value_range: tuple[float, float] = (-1.0, 1.0), centre: bool = False,
                    members: torch.Tensor | None = None, weights: torch.Tensor | None = None,
                    classes: torch.Tensor | None = None, k: int | None = None, restarts: int = 16,
-                   iters: int = 40, robust: int = 0, rounds: int = 0, seed: int = 0) -> CarliniResult:
+                   iters: int = 40, robust: int = 0, rounds: int = 1, recode_iters: int = 3,
+                   find_public: bool = True, seed: int = 0) -> CarliniResult:
     """The attack on InstaHide after Carlini et al. (2021), on the true forward model.
 
     From the encodings ``(M, C, H, W)`` (sent in ``value_range``; ``centre`` as in
@@ -106,7 +140,10 @@ def carlini_attack(*, encodings: torch.Tensor, targets: torch.Tensor, n_private:
     images and the public pool: absolute values → membership (:func:`find_membership`, or the
     given ``members``/``classes``: the oracle) → weights from the labels
     (:func:`weights_from_labels`, or the given ``weights``) → signed phase retrieval with the
-    public share as a known offset (:func:`reconstruct_signed`, :func:`public_offset`) → one
+    public share as a known offset (:func:`reconstruct_signed`; :func:`public_partners` with
+    ``find_public``, which also strips the public partners from the membership features, else
+    :func:`public_offset`) → ``rounds`` times (not for the oracle): membership again from the
+    reconstructions (:func:`recode_members`, ``recode_iters`` alternations) and a new fit → one
     sign per pixel position (:func:`align_pixel_signs`) → the global sign (:func:`global_sign`).
     """
     check_finite(check_images(encodings, "encodings", "carlini_attack", value_range=None), "encodings",
@@ -117,8 +154,10 @@ def carlini_attack(*, encodings: torch.Tensor, targets: torch.Tensor, n_private:
     a = abs_features(encodings.cpu(), value_range=value_range, centre=centre).double()
     k = int(k_private if k is None else k)
     oracle = members is not None
+    cross = bool(find_public) and len(public) > 0 and k > k_private and float(t.sum(1).min()) < 1 - 1e-6
     if members is None:
-        members, classes = find_membership(a, t, n_private, k_private)
+        members, classes = find_membership(a, t, n_private, k_private, public=public if cross else None,
+                                           k_public=k - k_private if cross else 0)
     elif classes is None and weights is None:
         raise ValueError("carlini_attack: with members= give classes= (to read weights off labels) or weights=")
     members = torch.as_tensor(members, dtype=torch.int64)
@@ -127,7 +166,10 @@ def carlini_attack(*, encodings: torch.Tensor, targets: torch.Tensor, n_private:
     weights = torch.as_tensor(weights, dtype=torch.float64)[:, : members.shape[1]]
     if classes is None:
         classes = torch.full((int(n_private),), -1, dtype=torch.int64)
-    off, var = public_offset(t, public, tuple(a.shape[1:]), k=k, k_private=k_private)
+    if find_public:
+        off, var = public_partners(a, t, public, k=k, k_private=k_private)
+    else:
+        off, var = public_offset(t, public, tuple(a.shape[1:]), k=k, k_private=k_private)
     W = mixing_matrix(members, weights, n_private)
     X, res = reconstruct_signed(a, W, offset=off, noise_var=var, restarts=restarts, iters=iters, seed=seed)
     for _ in range(int(robust) if not oracle else 0):
@@ -140,7 +182,8 @@ def carlini_attack(*, encodings: torch.Tensor, targets: torch.Tensor, n_private:
                                     noise_var=None if var is None else var * om.view(view) ** 2,
                                     restarts=restarts, iters=iters, seed=seed)
     for _ in range(int(rounds) if oracle is False else 0):  # membership ↔ reconstruction
-        members = reassign_members(a, t, X, members, classes, offset=off)
+        members = recode_members(a, t, X, classes, k_private, iters=recode_iters, public=public if cross else None,
+                                 k_public=k - k_private if cross else 0)
         weights = weights_from_labels(t, members, classes)
         W = mixing_matrix(members, weights, n_private)
         X, res = reconstruct_signed(a, W, offset=off, noise_var=var, restarts=restarts, iters=iters, seed=seed)
