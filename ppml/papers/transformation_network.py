@@ -22,7 +22,8 @@ Two training regimes (``regime=``):
   on plain images, then frozen (weights *and* BatchNorm statistics), and only h_θ is trained
   on L_trans. h_θ must then produce images that the plain-trained ψ still recognises, which
   is a stronger constraint on x̂ than the joint regime (where ψ adapts to whatever h_θ emits)
-  and needs no classifier re-training per α — cheaper, so the CPU smoke run uses it.
+  and needs no classifier re-training per α. (Per step it costs about as much as the joint
+  regime: the gradient still flows back through ψ to h_θ.)
 
 >>> import torch
 >>> from ppml.models import create_model
@@ -59,7 +60,7 @@ from ppml.train import FitResult, fit
 
 __all__ = ["REGIMES", "TransformNet", "TransformationLoss", "build_transformnet", "protect",
            "feature_distances", "train_transformnet", "identity_init", "TrainingTrace", "trend_figure",
-           "protection_verdict",
+           "protection_verdict", "UNRECOGNISABLE_SSIM",
            "PAPER", "TABLE1", "TABLE1_PLAIN", "TABLE1_BASELINES", "SETTINGS", "table1_rows"]
 
 #: Training regimes of h_θ (see the module docstring).
@@ -292,9 +293,13 @@ def identity_init(images: torch.Tensor, *, width: int = 64, depth: int = 4, epoc
     ``images`` (uint8 or float in [0, 1]), with AdamW and a cosine schedule.
 
     Not part of the paper (h_θ starts from a random initialisation there). It is a cheap
-    starting point for CPU smoke runs in the frozen regime: from it, α = 0 keeps images that
-    look like the plain ones (as the paper's Fig. 3 shows for α = 0), and training with α > 0
-    shows how the feature term drives the images away from the plain ones within a few epochs.
+    starting point for CPU smoke runs: from it, α = 0 keeps images that look like the plain
+    ones (as the paper's Fig. 3 shows for α = 0), so SSIM(h(x), x) means something (a random
+    h_θ already scores ≈ 0 at α = 0 while the garments' outlines stay visible), and training
+    with α > 0 shows how the feature term drives the images away from the plain ones. Note
+    that L_feat is a squared distance: its gradient is zero at h(x) = x, so the push away from
+    the identity starts slowly; in the joint regime it takes under an epoch of the smoke run,
+    in the frozen regime (ψ fixed) much longer.
 
     >>> h = identity_init(torch.rand(8, 3, 8, 8), width=4, depth=1, epochs=1, batch_size=4, progress=False)
     >>> h(torch.rand(2, 3, 8, 8)).shape
@@ -311,6 +316,14 @@ def identity_init(images: torch.Tensor, *, width: int = 64, depth: int = 4, epoc
 # --------------------------------------------------------------------------------------------
 # The trend during training (how fast h_θ(x) leaves x, and what ψ(h_θ(x)) keeps)
 # --------------------------------------------------------------------------------------------
+
+#: Mean SSIM(h(x), x) at or below which the protected images count as unrecognisable. Calibrated
+#: by eye on Fashion-MNIST smoke runs (32×32): SSIM 0.12 was stripes over plainly visible garments,
+#: 0.03 faint silhouettes in a few images, 0.007 a uniform stripe pattern with no object left; a
+#: blurred or edge-only copy of the garment can score 0.1–0.2 or even below 0 (see
+#: :func:`protection_verdict` for that blind spot).
+UNRECOGNISABLE_SSIM = 0.05
+
 
 class TrainingTrace:
     """SSIM(h(x), x) and the accuracy of ψ(h(x)) on fixed probe images, measured during the
@@ -419,7 +432,7 @@ def _trace_dict(t: Any) -> dict[str, list]:
 
 
 def trend_figure(traces: dict[float, Any], *, plain_acc: float | None = None, steps_per_epoch: int | None = None,
-                 ssim_line: float | None = 0.3, title: str | None = None):
+                 ssim_line: float | None = UNRECOGNISABLE_SSIM, title: str | None = None):
     """SSIM(h(x), x) (left) and accuracy of ψ(h(x)) (right) across the training of h_θ, one line
     per α. ``traces``: α → :class:`TrainingTrace` or its ``as_dict()``. ``plain_acc`` draws ψ's
     accuracy on plain images; ``steps_per_epoch`` puts the x axis in epochs; ``ssim_line``
@@ -457,7 +470,7 @@ def trend_figure(traces: dict[float, Any], *, plain_acc: float | None = None, st
 
 
 def protection_verdict(ssim: dict[float, float], acc: dict[Any, float], *, alphas: Sequence[float] = (0.005, 0.01),
-                       max_ssim: float = 0.3, max_drop: float = 0.05,
+                       max_ssim: float = UNRECOGNISABLE_SSIM, max_drop: float = 0.05,
                        min_reference_ssim: float | None = 0.5) -> tuple[bool, str]:
     """Does the run show the paper's claim "h_θ(x) is unrecognisable while ψ keeps its
     accuracy" at ``alphas``? ``ssim``: α → mean SSIM(h(x), x); ``acc``: α → accuracy of
@@ -469,7 +482,7 @@ def protection_verdict(ssim: dict[float, float], acc: dict[Any, float], *, alpha
     other colours, which an h_θ from a random start produces at α = 0 too. Returns
     ``(holds, why)``; ``why`` names every failed condition ("" when it holds).
 
-    >>> protection_verdict({0.0: 0.85, 0.005: 0.1, 0.01: 0.12}, {"plain": 0.7, 0.005: 0.69, 0.01: 0.68})
+    >>> protection_verdict({0.0: 0.85, 0.005: 0.01, 0.01: 0.02}, {"plain": 0.7, 0.005: 0.69, 0.01: 0.68})
     (True, '')
     >>> protection_verdict({0.0: 0.85, 0.005: 0.7, 0.01: 0.55}, {"plain": 0.7, 0.005: 0.7, 0.01: 0.7})[0]
     False
