@@ -32,7 +32,7 @@ ARTIFACTS: dict[str, tuple[str, ...]] = {
     "02_block_scramble_augmentation": ("fig2", "fig3a", "fig3b", "fig3_gap_trend", "jigsaw", "fig_jigsaw"),
     "03_isotropic_etc": ("fig2", "table2", "table3", "table4", "fig5", "fig6", "fig7", "fig8", "eq4", "jigsaw", "fig_jigsaw",
                          "fig_attack_curves"),
-    "04_transformation_network": ("table1", "fig3", "fig4", "fig5"),
+    "04_transformation_network": ("table1", "fig3", "fig_trend", "fig4", "fig5"),
     "05_key_generation": ("fig3", "table1", "fig4", "fig5", "table2", "table3"),
     "06_benchmark": ("table_schemes", "fig_privacy_utility", "fig_examples"),
 }

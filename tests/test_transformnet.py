@@ -12,8 +12,9 @@ import torch.nn.functional as F
 
 from ppml.losses import feature_reconstruction_loss
 from ppml.models import create_model
-from ppml.papers.transformation_network import (REGIMES, TransformationLoss, TransformNet, build_transformnet,
-                                                 feature_distances, protect, train_transformnet)
+from ppml.papers.transformation_network import (REGIMES, TrainingTrace, TransformationLoss, TransformNet,
+                                                 build_transformnet, feature_distances, protect, protection_verdict,
+                                                 train_transformnet, trend_figure)
 
 
 def _phi() -> nn.Module:
@@ -237,3 +238,60 @@ def test_identity_init_learns_to_copy():
     fresh = float(((protect(create_model("transformation_network", width=8, depth=1), x).float() - x.float()) / 255
                    ).pow(2).mean())
     assert err < 0.02 and err < fresh / 5, (err, fresh)  # MSE on [0, 1]: ~19 dB PSNR or better
+
+
+# --------------------------------------------------------------------------- the trend (notebook 04's fig_trend)
+
+
+def test_training_trace_measures_without_changing_training():
+    from ppml.metrics import ssim
+
+    x, y = _toy()
+    kw = dict(alpha=0.01, regime="joint", num_classes=2, width=4, depth=1, features=_phi(), epochs=2, batch_size=16,
+              lr=0.05, progress=False, seed=3)
+    torch.manual_seed(0)  # the fresh h and psi
+    plain_model, _ = train_transformnet((x, y), **kw)
+    tr = TrainingTrace(x[:8], y[:8], every=3)
+    torch.manual_seed(0)
+    model, res = train_transformnet((x, y), trace=tr, **kw)
+    for (k, v), w in zip(model.state_dict().items(), plain_model.state_dict().values()):
+        assert torch.equal(v, w), k  # measuring (eval mode, no grad) leaves the optimisation as it was
+    assert tr.steps == [0, 3, 4] and tr.step_count == 4  # 2 epochs x 2 steps: before steps 0 and 3, then the end
+    assert len(tr.ssim) == len(tr.acc) == 3 and all(0 <= a <= 1 and -1 <= s <= 1 for s, a in zip(tr.ssim, tr.acc))
+    model.eval()
+    with torch.no_grad():
+        logits, xh = model(x[:8].float() / 255, return_images=True)
+    assert tr.ssim[-1] == pytest.approx(float(ssim(xh.clamp(0, 1), x[:8].float() / 255).mean()), abs=1e-5)
+    assert tr.acc[-1] == pytest.approx(float((logits.argmax(1) == y[:8]).float().mean()))
+    assert res.config["loss"].endswith("+trace")
+    d = tr.as_dict()
+    assert d["step"] == [0, 3, 4] and len(d["ssim"]) == 3
+    fig = trend_figure({0.0: d, 0.01: tr}, plain_acc=0.5, steps_per_epoch=2, title="t")
+    assert len(fig.axes) == 2 and len(fig.axes[1].lines) == 3  # two alphas and the plain line
+    assert fig.axes[0].get_xlabel() == "epoch of h_θ" and fig.axes[0].lines[0].get_xdata()[-1] == 2.0
+
+
+def test_training_trace_errors():
+    with pytest.raises(ValueError):
+        TrainingTrace(torch.rand(2, 3, 8, 8), torch.tensor([0, 1]), every=0)
+    with pytest.raises(Exception):
+        TrainingTrace(torch.rand(2, 3, 8, 8), torch.tensor([0, 1, 1]))
+    with pytest.raises(TypeError):
+        TrainingTrace(torch.rand(2, 3, 8, 8), torch.tensor([0, 1])).measure(nn.Conv2d(3, 3, 1))
+    with pytest.raises(ValueError):
+        trend_figure({})
+
+
+def test_protection_verdict():
+    acc = {"plain": 0.70, 0.0: 0.70, 0.005: 0.69, 0.01: 0.68}
+    assert protection_verdict({0.0: 0.85, 0.005: 0.01, 0.01: 0.04}, acc) == (True, "")
+    assert not protection_verdict({0.0: 0.85, 0.005: 0.12, 0.01: 0.04}, acc)[0]  # 0.12: stripes over visible garments
+    ok, why = protection_verdict({0.0: 0.85, 0.005: 0.70, 0.01: 0.55}, acc)  # today's smoke run
+    assert not ok and "0.70 at α = 0.005" in why and "0.55 at α = 0.01" in why and "accuracy" not in why
+    ok, why = protection_verdict({0.0: 0.85, 0.005: 0.01, 0.01: 0.01}, {**acc, 0.01: 0.40})
+    assert not ok and "40.0 % at α = 0.01" in why and "SSIM" not in why
+    ok, why = protection_verdict({0.0: -0.03, 0.005: -0.05, 0.01: -0.04}, acc)  # SSIM blind: α = 0 low too
+    assert not ok and "α = 0 (no feature loss) already has SSIM -0.03" in why
+    assert protection_verdict({0.0: -0.03, 0.005: 0.01, 0.01: 0.01}, acc, min_reference_ssim=None)[0]
+    with pytest.raises(KeyError):
+        protection_verdict({0.005: 0.1}, acc)
