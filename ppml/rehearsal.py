@@ -82,8 +82,10 @@ OVERRIDES: dict[str, dict[str, Any]] = {
     "03_isotropic_etc": {"gan_epochs": 1, "gan_le_epochs": 1, "eq_probe_n": 2, "jigsaw_n": 1},
     # one data set per on-disk format (SVHN .mat, CIFAR pickles: CIFAR-100 also runs the 100-class
     # heads; CIFAR-10's pickles load in every other notebook): 24 of the 36 paper trainings; fewer
-    # test-time views (each is a forward pass of WRN-40-10 / PyramidNet over the test set)
-    "01_scramblemix": {"datasets": ["svhn", "cifar100"], "tta_max": 2, "instahide_tta": 2, "posterior_views": 4},
+    # test-time views (each is a forward pass of WRN-40-10 / PyramidNet over the test set);
+    # the InstaHide attack on 8 private images x 8 encodings (its code path at any size)
+    "01_scramblemix": {"datasets": ["svhn", "cifar100"], "tta_max": 2, "instahide_tta": 2, "posterior_views": 4,
+                       "attack_originals": 8, "attack_encodings_per_image": 8, "attack_public": 32},
     # Fig. 3 scores 11 ratios x repeats with FID/NIQE (Inception at 299 px): a handful of images.
     "05_key_generation": {"fig3_images": 8, "niqe_images": 2, "fig3_lpips_images": 8, "fig3_repeats": 1, "fig3_steps": 2,
                           "trials": 3,
