@@ -18,7 +18,8 @@ network) train on an MSE loss, classifiers on cross-entropy. Paper-scale models 
 smaller batch (``--paper-batch``) so that a CPU run finishes; throughput per image is what is
 compared. The rule :func:`ppml.train.cpu_bf16_pays` (what ``fit(amp="auto")`` uses on the
 CPU) is printed beside each row so the two can be checked against each other;
-``fit(channels_last=True)`` is the switch for the ``+CL`` columns (opt-in).
+``fit(channels_last=...)`` is the switch for the ``+CL`` columns (default ``"auto"``: on the CPU where
+:func:`ppml.train.cpu_channels_last_pays`, the rule these measurements set).
 
 Measured on the development VM (Intel Xeon 2.00GHz, AVX-512 without AMX/avx512_bf16, so bf16
 is emulated; 1 thread, torch 2.14; a shared machine, so ratios are +-20 %): bf16 autocast ran
