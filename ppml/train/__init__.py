@@ -24,7 +24,8 @@ Modules: :mod:`.config` (:class:`TrainConfig`, the one list of options), :mod:`.
 :mod:`._runtime` (seeding, devices, DDP, AMP).
 """
 
-from ._runtime import AMP_MODES, amp_settings, cpu_bf16_pays, cpu_channels_last_pays, init_distributed, rehearsal_caps, seed_everything
+from ._runtime import (AMP_MODES, amp_settings, cpu_bf16_pays, cpu_channels_last_pays, init_distributed, rehearsal_caps,
+                       seed_everything)
 from .checkpoint import CheckpointError
 from .config import OPTIMIZERS, TrainConfig
 from .loop import FitResult, fit
@@ -33,6 +34,6 @@ from .schedules import SCHEDULES, lr_schedule
 
 __all__ = [
     "AMP_MODES", "AVERAGES", "OPTIMIZERS", "SCHEDULES", "CheckpointError", "FitResult", "Tally", "TrainConfig",
-    "amp_settings", "cpu_bf16_pays", "cpu_channels_last_pays", "evaluate", "evaluate_views", "fit", "init_distributed", "lr_schedule", "predict",
-    "predict_datamix", "predict_views", "rehearsal_caps", "seed_everything",
+    "amp_settings", "cpu_bf16_pays", "cpu_channels_last_pays", "evaluate", "evaluate_views", "fit", "init_distributed",
+    "lr_schedule", "predict", "predict_datamix", "predict_views", "rehearsal_caps", "seed_everything",
 ]

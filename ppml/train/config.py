@@ -83,31 +83,19 @@ def _seed(v: Any) -> Any:
     return v
 
 
-def _amp(v: Any) -> Any:
-    if not (v is True or v is False or v == "auto"):
-        raise ValueError(f"amp must be 'auto' (mixed precision where it pays), True (always) or False, got {v!r}")
-    return v
-
-
-def _channels_last(v: Any) -> Any:
-    if not (v is True or v is False or v == "auto"):
-        raise ValueError(f"channels_last must be 'auto' (on the CPU where it pays, see "
-                         f"ppml.train.cpu_channels_last_pays), True or False, got {v!r}")
-    return v
+def _auto_or_bool(name: str, auto: str) -> Callable[[Any], Any]:
+    """Check for a switch that is ``"auto"`` (``auto`` says what that does), True or False."""
+    def check(v: Any) -> Any:
+        if not (v is True or v is False or v == "auto"):
+            raise ValueError(f"{name} must be 'auto' ({auto}), True or False, got {v!r}")
+        return v
+    return check
 
 
 def _amp_dtype(v: Any) -> Any:
     if v not in (None, "bf16", "fp16"):
         raise ValueError(f"amp_dtype must be None, 'bf16' or 'fp16', got {v!r}")
     return v
-
-
-def _bool(name: str) -> Callable[[Any], bool]:
-    def check(v: Any) -> bool:
-        if not isinstance(v, bool):
-            raise ValueError(f"{name} must be True or False, got {v!r}")
-        return v
-    return check
 
 
 def _positive_or_none(name: str) -> Callable[[Any], Any]:
@@ -188,9 +176,10 @@ class TrainConfig:
     label_smoothing: float = _opt(0.0, record=True, check=_label_smoothing)
     grad_clip: float | None = _opt(None, record=True, check=_grad_clip)
     # Precision, placement and bookkeeping may change between a run and its resumption.
-    amp: bool | str = _opt("auto", record=False, check=_amp)
+    amp: bool | str = _opt("auto", record=False, check=_auto_or_bool("amp", "mixed precision where it pays"))
     amp_dtype: str | None = _opt(None, record=False, check=_amp_dtype)
-    channels_last: bool | str = _opt("auto", record=False, check=_channels_last)
+    channels_last: bool | str = _opt("auto", record=False, check=_auto_or_bool(
+        "channels_last", "on the CPU where it pays, see ppml.train.cpu_channels_last_pays"))
     device: torch.device | str | None = _opt(None, record=False, check=None)
     checkpoint_dir: str | os.PathLike | None = _opt(None, record=False, check=None)
     resume: bool = _opt(True, record=False, check=None)
