@@ -78,7 +78,7 @@ SCALED_COUNTS: dict[str, dict[str, tuple[str, str]]] = {
 #: and loops that do not go through ``ppml.train.fit`` (so ignore PPML_REHEARSE_STEPS).
 OVERRIDES: dict[str, dict[str, Any]] = {
     # ppml.attacks.gan has its own loop; the Eq. (4)/(5) checks run ~100 ViT-B/16 forwards at 224 px
-    # one photo crop per jigsaw puzzle size (the largest, 3,136 pieces, still runs)
+    # (two probe images); one photo crop per jigsaw puzzle size (the largest, 3,136 pieces, still runs)
     "03_isotropic_etc": {"gan_epochs": 1, "gan_le_epochs": 1, "eq_probe_n": 2, "jigsaw_n": 1},
     # one data set per on-disk format (SVHN .mat, CIFAR pickles: CIFAR-100 also runs the 100-class
     # heads; CIFAR-10's pickles load in every other notebook): 24 of the 36 paper trainings; fewer

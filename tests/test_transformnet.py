@@ -295,3 +295,12 @@ def test_protection_verdict():
     assert protection_verdict({0.0: -0.03, 0.005: 0.01, 0.01: 0.01}, acc, min_reference_ssim=None)[0]
     with pytest.raises(KeyError):
         protection_verdict({0.005: 0.1}, acc)
+
+
+def test_trace_first_step_at_or_below():
+    from ppml.papers.transformation_network import UNRECOGNISABLE_SSIM, TrainingTrace
+
+    t = TrainingTrace(torch.rand(2, 3, 8, 8), torch.tensor([0, 1]))
+    t.steps, t.ssim = [0, 8, 16], [0.8, UNRECOGNISABLE_SSIM, 0.01]
+    assert t.first_step_at_or_below() == 8  # at the threshold counts
+    assert t.first_step_at_or_below(0.001) is None

@@ -399,6 +399,10 @@ class TrainingTrace:
         counted)."""
         return _TracedLoss(hook, self)
 
+    def first_step_at_or_below(self, ssim: float = UNRECOGNISABLE_SSIM) -> int | None:
+        """The first traced step whose SSIM(h(x), x) is at most ``ssim`` (None if none is)."""
+        return next((s for s, v in zip(self.steps, self.ssim) if v <= ssim), None)
+
     def as_dict(self) -> dict[str, list]:
         """``{"step": [...], "ssim": [...], "acc": [...]}`` (JSON-serialisable)."""
         return {"step": list(self.steps), "ssim": [round(v, 4) for v in self.ssim],
