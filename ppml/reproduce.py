@@ -42,7 +42,8 @@ from ppml.report import SCALES, figures_root, repo_root
 from ppml.utils import atomic_write_text
 
 __all__ = ["NOTEBOOKS", "ARTIFACTS", "Requirement", "register_weights", "declared_parameters",
-           "load_params", "dirty_cells", "requirements_for", "check_requirement", "run", "write_index",
+           "load_params", "dirty_cells", "requirements_for", "check_requirement", "run", "default_jobs",
+           "RUN_ALONE", "write_index",
            "inline_figures", "finish_notebook", "write_html_report", "main"]
 
 RESERVED_KEYS = {"requires"}
@@ -311,12 +312,55 @@ def _execute(src: Path, dst: Path, params: dict, cwd: Path, env: dict, prepare_o
         os.environ.update(old)
 
 
+def _execute_job(src: Path, dst: Path, params: dict, cwd: Path, env: dict) -> tuple[float, str | None]:
+    """Execute one notebook (in a worker process when ``--jobs`` > 1): ``(start time, error)``,
+    the error as papermill's ``"EName: value"`` (a string, so it crosses the process boundary)."""
+    t0 = time.time()
+    try:
+        _execute(src, dst, params, cwd, env, prepare_only=False)
+        return t0, None
+    except Exception as e:  # papermill's execution error: the error notebook is kept at dst
+        return t0, f"{getattr(e, 'ename', type(e).__name__)}: {getattr(e, 'evalue', e)}"
+
+
+#: Notebooks that measure speed: with ``--jobs`` > 1 they run after the others, alone on the
+#: machine with every core, so that no other notebook's kernel skews their timings.
+RUN_ALONE = ("06_benchmark",)
+
+
+def cpu_cores() -> int:
+    """The cores this process may run on (the affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def default_jobs(scale: str, n_notebooks: int, cores: int | None = None) -> int:
+    """How many notebooks run at once by default: at ``paper`` scale one (each wants the whole
+    GPU); at ``smoke`` and ``cpu`` scale one per core, up to the number of notebooks — on a
+    small CPU, notebooks side by side on one thread each finish sooner than one after another
+    on all threads (small models do not keep several threads busy).
+
+    >>> default_jobs("smoke", 6, cores=2), default_jobs("paper", 6, cores=16), default_jobs("cpu", 3, cores=16)
+    (2, 1, 3)
+    """
+    if scale == "paper":
+        return 1
+    return max(1, min(n_notebooks, cores if cores is not None else cpu_cores()))
+
+
 def run(stems: Sequence[str], *, scale: str = "smoke", dry_run: bool = False,
         notebooks_dir: Path | None = None, build_dir: Path | None = None,
         figures_dir: Path | None = None, log: Callable[[str], None] = print,
         rehearse: bool = False, rehearse_root: Path | None = None, ddp: bool = True,
-        _rehearsal: dict | None = None) -> list[Outcome]:
+        jobs: int = 1, _rehearsal: dict | None = None) -> list[Outcome]:
     """Execute (or, with ``dry_run``, prepare and check) the notebooks; one line per notebook.
+
+    ``jobs``: notebooks executed at once, each kernel with ``cores // jobs`` threads
+    (``OMP_NUM_THREADS``, unless set already); the notebooks of :data:`RUN_ALONE` run after
+    the others, alone. Lines are logged as notebooks finish; outcomes come back in ``stems``
+    order.
 
     ``rehearse`` (paper scale only): run the paper path on stand-in data (:mod:`ppml.rehearsal`)
     in ``rehearse_root`` (default: a temporary folder, removed afterwards); executed notebooks,
@@ -326,6 +370,8 @@ def run(stems: Sequence[str], *, scale: str = "smoke", dry_run: bool = False,
         raise RunnerError(f"scale must be one of {SCALES}, got {scale!r}")
     if rehearse and (scale != "paper" or dry_run):
         raise RunnerError("--rehearse rehearses the paper scale: use it with --scale paper and without --dry-run")
+    if not (isinstance(jobs, int) and jobs >= 1):
+        raise RunnerError(f"jobs must be a whole number >= 1 (notebooks run at once), got {jobs!r}")
     root = repo_root()
     notebooks_dir = Path(notebooks_dir or root / "notebooks").resolve()
     build = Path(build_dir or root / "build").resolve() / ("rehearsal" if rehearse else scale)
@@ -342,14 +388,16 @@ def run(stems: Sequence[str], *, scale: str = "smoke", dry_run: bool = False,
                           f"{', '.join(stray)}")
     env = _kernel_env(scale, figures)
     env.update(env_extra or {})
-    outcomes = []
-    for i, stem in enumerate(stems, 1):
-        head = f"[{i}/{len(stems)}] {stem:<32}"
+    outcomes: dict[str, Outcome] = {}
+    heads = {stem: f"[{i}/{len(stems)}] {stem:<32}" for i, stem in enumerate(stems, 1)}
+    todo = []  # (stem, src, dst, parameters to inject)
+    for stem in stems:
+        head = heads[stem]
         src = notebooks_dir / f"{stem}.ipynb"
         if not src.exists():
             paper = NOTEBOOKS.get(stem, ("?", ""))
             msg = f"not written yet (paper {paper[0]}: {paper[1]})"
-            outcomes.append(Outcome(stem, "missing", message=msg))
+            outcomes[stem] = Outcome(stem, "missing", message=msg)
             log(f"{head} MISSING  {msg}")
             continue
         given = dict(params_all.get(stem, {}))
@@ -384,41 +432,81 @@ def run(stems: Sequence[str], *, scale: str = "smoke", dry_run: bool = False,
                     if not ok:
                         missing.append(f"{req}: {how}")
                 status = "blocked" if missing else "prepared"
-                out = Outcome(stem, status, time.time() - t0, dst, "\n".join(missing))
+                outcomes[stem] = Outcome(stem, status, time.time() - t0, dst, "\n".join(missing))
                 log(f"{head} {'NEEDS' if missing else 'ready'}  → {_rel(dst)}")
                 for m in missing:
                     log(f"      missing {m}")
             else:
-                _execute(src, dst, inject, notebooks_dir, env, prepare_only=False)
-                note = finish_notebook(dst, figures / stem, since=t0)
-                if rehearsal_changes is not None:
-                    res = json.loads((figures / stem / "results.json").read_text()) \
-                        if (figures / stem / "results.json").exists() else {}
-                    if res.get("rehearsal") is not True:
-                        raise RunnerError(f"{stem}: results.json is not stamped as a rehearsal")
-                    bad = res.get("rehearsal_failed_checks", [])
-                    _stamp_notebook(dst, rehearsal_changes.get(stem, {}), bad)
-                    note = "; ".join(filter(None, [note, f"{len(bad)} check(s) not holding on stand-in data"
-                                                   if bad else ""]))
-                out = Outcome(stem, "ok", time.time() - t0, dst, note)
-                log(f"{head} ok     {out.seconds:8.1f} s  → {_rel(dst)}" + (f"  ({note})" if note else ""))
+                todo.append((stem, src, dst, inject))
+        except RunnerError as e:
+            outcomes[stem] = Outcome(stem, "failed", time.time() - t0, None, str(e))
+            log(f"{head} FAILED  {e}")
+
+    def finish(stem: str, dst: Path, t0: float, error: str | None) -> None:
+        head = heads[stem]
+        try:
+            if error is not None:
+                raise _NotebookFailed(error)
+            note = finish_notebook(dst, figures / stem, since=t0)
+            if rehearsal_changes is not None:
+                res = json.loads((figures / stem / "results.json").read_text()) \
+                    if (figures / stem / "results.json").exists() else {}
+                if res.get("rehearsal") is not True:
+                    raise RunnerError(f"{stem}: results.json is not stamped as a rehearsal")
+                bad = res.get("rehearsal_failed_checks", [])
+                _stamp_notebook(dst, rehearsal_changes.get(stem, {}), bad)
+                note = "; ".join(filter(None, [note, f"{len(bad)} check(s) not holding on stand-in data"
+                                               if bad else ""]))
+            out = Outcome(stem, "ok", time.time() - t0, dst, note)
+            log(f"{head} ok     {out.seconds:8.1f} s  → {_rel(dst)}" + (f"  ({note})" if note else ""))
         except RunnerError as e:
             out = Outcome(stem, "failed", time.time() - t0, None, str(e))
             log(f"{head} FAILED  {e}")
-        except Exception as e:  # papermill's execution error: the error notebook is kept at dst
-            reason = f"{getattr(e, 'ename', type(e).__name__)}: {getattr(e, 'evalue', e)}"
+        except Exception as e:  # the notebook's own error, or one while finishing it
+            reason = str(e) if isinstance(e, _NotebookFailed) else f"{type(e).__name__}: {e}"
             out = Outcome(stem, "failed", time.time() - t0, dst if dst.exists() else None, reason)
             kept = f"; error notebook kept at {_rel(dst)}" if dst.exists() else ""
             log(f"{head} FAILED {out.seconds:8.1f} s  {reason}{kept}")
-        outcomes.append(out)
+        outcomes[stem] = out
+
+    together = [t for t in todo if t[0] not in RUN_ALONE] if jobs > 1 else []
+    if len(together) > 1:
+        import concurrent.futures as cf
+        import multiprocessing as mp
+
+        env_pool = dict(env)
+        if "OMP_NUM_THREADS" not in os.environ:
+            env_pool["OMP_NUM_THREADS"] = str(max(1, cpu_cores() // min(jobs, len(together))))
+        log(f"running {min(jobs, len(together))} notebooks at a time, {env_pool['OMP_NUM_THREADS']} thread(s) each"
+            + (f"; then {', '.join(t[0] for t in todo if t[0] in RUN_ALONE)} alone" if len(together) < len(todo) else ""))
+        t_pool = time.time()
+        with cf.ProcessPoolExecutor(max_workers=min(jobs, len(together)), mp_context=mp.get_context("spawn")) as pool:
+            running = {pool.submit(_execute_job, src, dst, inject, notebooks_dir, env_pool): (stem, dst)
+                       for stem, src, dst, inject in together}
+            for fut in cf.as_completed(running):
+                stem, dst = running[fut]
+                try:
+                    t0, error = fut.result()
+                except Exception as e:  # the worker process itself died (killed, out of memory)
+                    t0, error = t_pool, f"{type(e).__name__}: {e}"
+                finish(stem, dst, t0, error)
+    else:
+        together = []
+    for stem, src, dst, inject in todo:
+        if all(stem != t[0] for t in together):
+            finish(stem, dst, *_execute_job(src, dst, inject, notebooks_dir, env))
     if not dry_run:
         write_index(figures, stems)
         try:
-            html = write_html_report(build, figures, [o for o in outcomes if o.status == "ok"])
+            html = write_html_report(build, figures, [outcomes[s] for s in stems if outcomes[s].status == "ok"])
             log(f"report: {_rel(html)}")
         except Exception as e:  # the report is a convenience: never lose the run over it
             log(f"report: not written ({type(e).__name__}: {e})")
-    return outcomes
+    return [outcomes[s] for s in stems]
+
+
+class _NotebookFailed(Exception):
+    """A notebook's execution error (papermill's ``EName: value``), carried to :func:`run`'s log."""
 
 
 def _stamp_notebook(path: Path, changes: Mapping[str, Any], failed_checks: Sequence[str]) -> None:
@@ -508,6 +596,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="folder for the rehearsal's stand-in data and weights (kept and reused; default: a temporary one)")
     p.add_argument("--no-ddp", dest="ddp", action="store_false",
                    help="rehearsal: skip the torchrun --nproc_per_node 2 training")
+    p.add_argument("--jobs", "-j", type=int, default=None, metavar="N",
+                   help="notebooks run at once, each on cores/N threads (default: one per core at smoke and cpu "
+                        "scale, 1 at paper scale); 06_benchmark always runs alone")
     p.add_argument("--list", action="store_true", help="list the notebooks and exit")
     p.add_argument("--notebooks-dir", type=Path, default=None, help=argparse.SUPPRESS)
     p.add_argument("--build-dir", type=Path, default=None, help="where executed notebooks go (build/)")
@@ -531,10 +622,11 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"{' (dry run)' if a.dry_run else ''}{' (REHEARSAL: stand-in data, not results)' if a.rehearse else ''}",
               flush=True)
         t0 = time.time()
+        jobs = default_jobs(a.scale, len(stems)) if a.jobs is None else a.jobs
         outcomes = run(stems, scale=a.scale, dry_run=a.dry_run, notebooks_dir=notebooks_dir,
                        build_dir=a.build_dir, figures_dir=a.figures_dir,
                        log=lambda s: print(s, flush=True), rehearse=a.rehearse,
-                       rehearse_root=a.rehearse_root, ddp=a.ddp)
+                       rehearse_root=a.rehearse_root, ddp=a.ddp, jobs=jobs)
     except RunnerError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -175,3 +175,35 @@ def test_report_rejects_bad_scale_and_ids(tmp_path):
         rep.table([{"a": 1}], "../evil", "t")
     with pytest.raises(TypeError, match="JSON-serialisable"):
         rep.record(x=object())
+
+
+def _timed(name: str, seconds: float) -> str:
+    """A notebook body that records its kernel's start, end and OMP_NUM_THREADS in <figures>/<name>.json."""
+    return ("import json, os, time\n"
+            "t0 = time.time()\n"
+            f"time.sleep({seconds})\n"
+            f"path = os.path.join(os.environ['PPML_FIGURES'], '{name}.json')\n"
+            "os.makedirs(os.path.dirname(path), exist_ok=True)\n"
+            "json.dump({'start': t0, 'end': time.time(), 'omp': os.environ.get('OMP_NUM_THREADS')}, open(path, 'w'))")
+
+
+def test_jobs_run_notebooks_side_by_side_and_the_benchmark_alone(tree, capsys, monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    nbdir = tree / "notebooks"
+    for name in ("93_a", "94_b", "06_benchmark"):
+        _notebook(nbdir / f"{name}.ipynb", "scale = 'smoke'", _timed(name, 4))
+    _notebook(nbdir / "92_fail.ipynb", "scale = 'smoke'", "raise RuntimeError('boom')")
+    assert _main(tree, "--jobs", "2", "93_a", "06_benchmark", "92_fail", "94_b") == 1
+    out = capsys.readouterr().out
+    cores = reproduce.cpu_cores()
+    assert f"running 2 notebooks at a time, {max(1, cores // 2)} thread(s) each; then 06_benchmark alone" in out
+    t = {n: json.loads((tree / "figures" / f"{n}.json").read_text()) for n in ("93_a", "94_b", "06_benchmark")}
+    assert t["93_a"]["start"] < t["94_b"]["end"] and t["94_b"]["start"] < t["93_a"]["end"]  # they overlapped
+    assert t["06_benchmark"]["start"] >= max(t["93_a"]["end"], t["94_b"]["end"])  # alone, afterwards
+    assert t["93_a"]["omp"] == t["94_b"]["omp"] == str(max(1, cores // 2)) and t["06_benchmark"]["omp"] is None
+    # a failure in a worker is reported like any other, with its error notebook kept
+    assert "92_fail" in out and "RuntimeError: boom" in out and "error notebook kept" in out
+    lines = [ln for ln in out.splitlines() if ln.startswith("[")]
+    assert sorted(ln.split()[1] for ln in lines) == ["06_benchmark", "92_fail", "93_a", "94_b"]
+    assert _main(tree, "--jobs", "0", "93_a") == 2
+    assert "jobs must be a whole number >= 1" in capsys.readouterr().err

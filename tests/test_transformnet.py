@@ -11,10 +11,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ppml.losses import feature_reconstruction_loss
+from ppml.metrics import psnr, ssim
 from ppml.models import create_model
 from ppml.papers.transformation_network import (REGIMES, TrainingTrace, TransformationLoss, TransformNet,
-                                                 build_transformnet, feature_distances, protect, protection_verdict,
-                                                 train_transformnet, trend_figure)
+                                                 build_transformnet, feature_distances, protect, protection_metrics,
+                                                 protection_verdict, train_transformnet, trend_figure)
 
 
 def _phi() -> nn.Module:
@@ -206,6 +207,24 @@ def test_feature_distances_match_loss():
     xh = torch.randint(0, 256, (5, 3, 8, 8), dtype=torch.uint8)
     d = feature_distances(phi, x, xh, batch_size=2)
     torch.testing.assert_close(d, feature_reconstruction_loss(phi, x.float() / 255, xh.float() / 255, reduction="none"))
+
+
+def test_protection_metrics_equal_the_per_network_route():
+    phi = _phi()
+    x = torch.randint(0, 256, (7, 3, 8, 8), dtype=torch.uint8)
+    torch.manual_seed(0)
+    nets = {a: create_model("transformation_network", width=4, depth=1) for a in (0.0, 0.01)}
+    m = protection_metrics(nets, x, phi, batch_size=3)  # batches of 3, 3, 1
+    for a, h in nets.items():
+        p = protect(h, x)
+        assert m[a]["psnr"] == pytest.approx(float(psnr(p, x).mean()), rel=1e-6)
+        assert m[a]["ssim"] == pytest.approx(float(ssim(p, x).mean()), rel=1e-6)
+        assert m[a]["feat"] == pytest.approx(float(feature_distances(phi, x, p).mean()), rel=1e-6)
+    assert m[0.0] != m[0.01]
+    with pytest.raises(ValueError, match="uint8"):
+        protection_metrics(nets, x.float() / 255, phi)
+    with pytest.raises(ValueError, match="nets is empty"):
+        protection_metrics({}, x, phi)
 
 
 def test_transformation_network_registry_entry():
