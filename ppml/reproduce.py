@@ -9,6 +9,10 @@ longer training than smoke affords); the others' smoke run already shows theirs.
 ``figures/<stem>/…`` and ``results.json``; the runner then writes ``figures/index.md`` (paper
 artifact → file → scale) and exits non-zero if any requested notebook failed or is missing.
 
+At ``smoke`` and ``cpu`` scale the notebooks run side by side (``--jobs``, default one per
+core, each kernel on ``cores / jobs`` threads); the speed benchmark (:data:`RUN_ALONE`) runs
+afterwards, alone. At ``paper`` scale they run one at a time.
+
 ``--dry-run`` prepares every notebook (parameters injected, nothing executed) and checks
 that every data set and weight file the scale needs is present, listing what is missing and
 how to get it.
