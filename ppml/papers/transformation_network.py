@@ -54,13 +54,14 @@ import torch.nn.functional as F
 
 from ppml._checks import ShapeError, check_images
 from ppml.losses import feature_reconstruction_loss, image_mse_loss
+from ppml.metrics.pixel import psnr as _psnr
 from ppml.metrics.pixel import ssim as _ssim
 from ppml.models import create_model
 from ppml.train import FitResult, fit
 
 __all__ = ["REGIMES", "TransformNet", "TransformationLoss", "build_transformnet", "protect",
-           "feature_distances", "protection_metrics", "train_transformnet", "identity_init", "TrainingTrace", "trend_figure",
-           "protection_verdict", "UNRECOGNISABLE_SSIM",
+           "feature_distances", "protection_metrics", "train_transformnet", "identity_init", "TrainingTrace",
+           "trend_figure", "protection_verdict", "UNRECOGNISABLE_SSIM",
            "PAPER", "TABLE1", "TABLE1_PLAIN", "TABLE1_BASELINES", "SETTINGS", "table1_rows"]
 
 #: Training regimes of h_θ (see the module docstring).
@@ -248,7 +249,7 @@ def protection_metrics(nets: dict[Any, nn.Module], images: torch.Tensor, feature
     ``{key: {"psnr", "ssim", "feat"}}``. The same numbers as :func:`protect` +
     :func:`~ppml.metrics.psnr` / :func:`~ppml.metrics.ssim` / :func:`feature_distances` per
     network, but the plain images' features φ(x) are computed once per batch for all networks
-    (on a 10,000-image test set that halves the VGG16 work for five networks).
+    (six VGG16 passes over the images instead of ten for five networks).
 
     >>> from ppml.models import create_model
     >>> h = create_model("transformation_network", width=4, depth=1)
@@ -256,8 +257,6 @@ def protection_metrics(nets: dict[Any, nn.Module], images: torch.Tensor, feature
     >>> sorted(m[0.0])
     ['feat', 'psnr', 'ssim']
     """
-    from ppml.metrics.pixel import psnr as _psnr
-
     _check_images(images, "images")
     if images.dtype != torch.uint8:
         raise ValueError(f"protection_metrics: images must be uint8 (the data sets' format), got {images.dtype}")
