@@ -32,7 +32,7 @@ def image_mse_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.
 
 
 def feature_reconstruction_loss(features: nn.Module, x: torch.Tensor, x_hat: torch.Tensor, *,
-                                reduction: str = "mean") -> torch.Tensor:
+                                reduction: str = "mean", target: torch.Tensor | None = None) -> torch.Tensor:
     """Eq. (6) of Ito, Kinoshita & Kiya (after Johnson, Alahi & Fei-Fei 2016):
     ``L_feat(x, x̂) = ||φ_k(x̂) − φ_k(x)||²₂ / (C_k·H_k·W_k)`` per image, the mean squared
     difference of the feature maps of layer k (e.g. ``ppml.metrics.VGG16Features("relu2_2")``).
@@ -41,7 +41,8 @@ def feature_reconstruction_loss(features: nn.Module, x: torch.Tensor, x_hat: tor
     gradient flows into ``x_hat`` only. ``reduction``: ``"mean"`` over the batch (what a loss
     needs; equals ``F.mse_loss`` of the feature maps), ``"sum"`` or ``"none"`` (shape (N,)).
     The paper does not clip or bound L_feat; it is bounded in practice because x̂ is a
-    sigmoid output in [0, 1].
+    sigmoid output in [0, 1]. ``target``: ``features(x)`` already computed (e.g. once for
+    several x̂ of the same x), used instead of computing it again.
 
     >>> import torch.nn as nn
     >>> phi = nn.Identity()
@@ -59,8 +60,9 @@ def feature_reconstruction_loss(features: nn.Module, x: torch.Tensor, x_hat: tor
     if not (x.is_floating_point() and x_hat.is_floating_point()):
         raise ValueError(f"x and x_hat must be float images in [0, 1], got {x.dtype} and {x_hat.dtype}; "
                          "convert uint8 with x.float() / 255")
-    with torch.no_grad():
-        target = features(x)
+    if target is None:
+        with torch.no_grad():
+            target = features(x)
     diff = (features(x_hat) - target).float()
     per_image = diff.pow(2).flatten(1).mean(1)  # 1/(C_k H_k W_k) · ||·||²₂
     if reduction == "none":

@@ -267,13 +267,14 @@ def protection_metrics(nets: dict[Any, nn.Module], images: torch.Tensor, feature
     per: dict[Any, dict[str, list]] = {k: {"psnr": [], "ssim": [], "feat": []} for k in nets}
     for i in range(0, len(images), batch_size):
         xb = images[i:i + batch_size]
-        target = features(xb.to(dev).float() / 255)
+        xf = xb.to(dev).float() / 255
+        target = features(xf)
         for k, net in nets.items():
             pb = protect(net, xb, batch_size=batch_size)
             per[k]["psnr"].append(_psnr(pb, xb))
             per[k]["ssim"].append(_ssim(pb, xb))
-            diff = (features(pb.to(dev).float() / 255) - target).float()
-            per[k]["feat"].append(diff.square().flatten(1).mean(1).cpu())
+            per[k]["feat"].append(feature_reconstruction_loss(features, xf, pb.to(dev).float() / 255,
+                                                              reduction="none", target=target).cpu())
     return {k: {m: float(torch.cat(v).mean()) for m, v in d.items()} for k, d in per.items()}
 
 
